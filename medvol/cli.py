@@ -1,0 +1,75 @@
+"""The ``medvol`` command line. Thin: each command parses options and calls the library.
+
+Heavy libraries (torch, SimpleITK, monai, prefect) are imported inside the commands, so
+``medvol --help`` stays fast. User errors print one line and exit with a documented code.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .errors import EXIT_CODES, MedvolError
+
+_codes = "\n".join(f"  {c}  {t}" for c, t in sorted(EXIT_CODES.items()))
+app = typer.Typer(
+    name="medvol",
+    help=("medvol — medical volumetric imaging: DICOM ingest, sparse-view CT reconstruction, "
+          "registration, learned priors.\n\nExit codes:\n\n" + _codes.replace("\n", "\n\n")),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    from .commands import ingest as _ingest
+    from .commands import info as _info
+
+    app.command("ingest")(_ingest.ingest)
+    app.command("info")(_info.info)
+    try:  # commands added by later work register themselves the same way
+        from .commands import recon as _recon
+        app.command("recon")(_recon.recon)
+    except ImportError:
+        pass
+    try:
+        from .commands import simulate as _simulate
+        app.command("simulate")(_simulate.simulate)
+    except ImportError:
+        pass
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turn MedvolError into one line + exit code."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False, prog_name="medvol")
+    except MedvolError as e:
+        typer.echo(f"medvol: error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        typer.echo("medvol: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("medvol: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
