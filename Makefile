@@ -1,0 +1,45 @@
+# medvol — set-up and test entry points. Each target creates/refreshes .venv on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# re-install when pyproject.toml changes
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)
+PYTEST_ARGS ?=
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME := $(CURDIR)/.cache/prefect
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+export MPLBACKEND := Agg
+
+.PHONY: all venv test test-fast demo bench clean help
+
+help:
+	@echo "make demo       - ingest + reconstruct the bundled sample data into demo_out/"
+	@echo "make test       - run the test suite (GPU tests skip without CUDA)"
+	@echo "make test-fast  - tests without the ones marked slow"
+	@echo "make bench      - print the benchmark tables (benchmarks/*.py)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test,astra]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python sample_data/demo.py --out demo_out
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/projectors.py
+	$(BIN)/python benchmarks/recon_quality.py
+
+clean:
+	rm -rf demo_out .pytest_cache .cache
