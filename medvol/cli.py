@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from .errors import EXIT_CODES, MedvolError
+from .errors import EXIT_CODES, INTERNAL_ERROR_EXIT, MedvolError
 
 _codes = "\n".join(f"  {c}  {t}" for c, t in sorted(EXIT_CODES.items()))
 app = typer.Typer(
@@ -24,21 +24,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import ingest as _ingest
-    from .commands import info as _info
+    from .commands import info, ingest, recon, simulate
 
-    app.command("ingest")(_ingest.ingest)
-    app.command("info")(_info.info)
-    try:  # commands added by later work register themselves the same way
-        from .commands import recon as _recon
-        app.command("recon")(_recon.recon)
-    except ImportError:
-        pass
-    try:
-        from .commands import simulate as _simulate
-        app.command("simulate")(_simulate.simulate)
-    except ImportError:
-        pass
+    app.command("ingest")(ingest.ingest)
+    app.command("info")(info.info)
+    app.command("simulate")(simulate.simulate)
+    app.command("recon")(recon.recon)
 
 
 _register()
@@ -64,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("medvol: interrupted", err=True)
         return 130
+    except Exception as e:  # a bug, not bad input: one line unless debugging
+        import os
+
+        if os.environ.get("MEDVOL_DEBUG"):
+            raise
+        typer.echo(f"medvol: internal error: {type(e).__name__}: {e} "
+                   "(rerun with MEDVOL_DEBUG=1 for the traceback and please report it)", err=True)
+        return INTERNAL_ERROR_EXIT
     return 0
 
 

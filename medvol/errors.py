@@ -7,7 +7,7 @@ exits with ``err.exit_code``; it never shows a traceback for user input.
 from __future__ import annotations
 
 __all__ = [
-    "MedvolError", "InputError", "DicomError", "GeometryError", "OutputExistsError",
+    "MedvolError", "InputError", "INTERNAL_ERROR_EXIT", "DicomError", "GeometryError", "OutputExistsError",
     "BackendError", "WeightsError", "EXIT_CODES",
 ]
 
@@ -64,14 +64,17 @@ class WeightsError(MedvolError):
     exit_code = 7
 
 
+INTERNAL_ERROR_EXIT = 70
+
 EXIT_CODES = {
     0: "success",
-    1: "unexpected internal error (a bug: please report it with the log)",
-    MedvolError.exit_code: "generic medvol error",
+    MedvolError.exit_code: "medvol error not covered below",
     InputError.exit_code: "bad input file or argument",
     DicomError.exit_code: "DICOM data cannot be ingested",
     GeometryError.exit_code: "invalid geometry",
     OutputExistsError.exit_code: "output exists (use --overwrite)",
     BackendError.exit_code: "requested backend/device unavailable",
     WeightsError.exit_code: "model weights missing, corrupted or mismatched",
+    INTERNAL_ERROR_EXIT: "unexpected internal error (a bug: rerun with MEDVOL_DEBUG=1 and report it)",
+    130: "interrupted",
 }

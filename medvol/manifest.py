@@ -61,8 +61,10 @@ class Manifest:
             "outputs": [],
         }
 
-    def add_input(self, path, *, hash: bool = True, **info) -> None:
-        rec = {"path": str(path), **info}
+    def add_input(self, path, *, name: str | None = None, hash: bool = True, **info) -> None:
+        """Record an input file; ``name`` (e.g. a path relative to the input folder) is stored
+        instead of ``path`` when given."""
+        rec = {"path": str(name if name is not None else path), **info}
         if hash and Path(path).is_file():
             rec["sha256"] = sha256_file(path)
         self.data["inputs"].append(rec)
