@@ -37,7 +37,7 @@ SAFE_META_KEYS = frozenset({
     "modality", "series_uid_hash", "study_uid_hash", "frame_of_reference_uid_hash",
     "manufacturer", "body_part", "units", "kind", "source", "recon_method", "kvp",
     "convolution_kernel", "slice_thickness", "tilt_deg", "max_spacing_deviation_mm",
-    "n_views", "description",
+    "n_views", "description", "label", "series_number",
 })
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
