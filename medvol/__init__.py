@@ -13,7 +13,8 @@ from .errors import MedvolError  # noqa: F401  (light)
 from .volume import Volume  # noqa: F401  (numpy only)
 
 __version__ = "0.1.0"
-_LAZY = {"io", "geometry", "recon", "metrics", "kernels", "models", "flows", "report"}
+_LAZY = {"io", "geometry", "recon", "metrics", "kernels", "models", "flows", "report",
+         "projections", "simulate", "phantoms", "manifest", "registration"}
 
 
 def __getattr__(name: str):

@@ -266,7 +266,9 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
     mid_k = n_rows // 2
     record["sharpness"] = {"estimated_axis": float(sharpness(x[mid_k])),
                            "centred_axis": float(sharpness(x0[mid_k]))}
-    # volume: z = detector row (rotation axis), y/x = reconstruction grid; parallel beam, 1:1
+    # volume: z = detector row (rotation axis), y/x = reconstruction grid; parallel beam, 1:1.
+    # Detector row 0 is the top of each projection image, so it becomes the highest z (superior).
+    x, x0 = x[::-1].copy(), x0[::-1].copy()
     sp = (pixel_size, pixel_size, pixel_size)
     org = (-(n_cols - 1) / 2 * pixel_size, -(n_cols - 1) / 2 * pixel_size,
            -(n_rows - 1) / 2 * pixel_size)
