@@ -196,7 +196,7 @@ def write_outputs(res, folder: Path, man) -> None:
     if "sharpness" in rec:
         tables["Sharpness (higher is sharper)"] = [
             {"axis": n, "sharpness": round(v, 4)} for n, v in rec["sharpness"].items()]
-    write_html_report(folder, title="medvol recon", images=images, tables=tables,
+    write_html_report(folder, title="medvol recon", images=[(c, folder / p) for c, p in images], tables=tables,
                       params={k: v for k, v in rec.items() if k not in ("metrics", "sharpness")})
     man.add_output(folder / "report.html", root=folder, role="report")
     man.data["metrics"] = {k: rec[k] for k in ("metrics", "sharpness", "cor") if k in rec}
