@@ -72,7 +72,10 @@ def recon(
     darks: Optional[Path] = typer.Option(None, help="Dark-field frame(s)."),
     cor: str = typer.Option("auto", help="Rotation axis: auto | none | offset in pixels."),
     pixel_size: float = typer.Option(1.0, help="Detector pixel size in mm (projection input)."),
+    rows: Optional[str] = typer.Option(None, help="Detector rows A:B to reconstruct (projection input)."),
     backend: str = typer.Option("auto", help="auto | torch | astra"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda with ASTRA if "
+                                         "available, else cpu)."),
     seed: int = typer.Option(0, help="Seed for simulated noise."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -99,28 +102,33 @@ def recon(
         raise InputError(f"unknown --method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
     check_writable(out, overwrite)
     kind = _detect_input(input)
+    if kind in ("volume", "dicom") and geometry not in ("fan", "parallel", "cone"):
+        raise InputError(f"unknown --geometry {geometry!r}", hint="use fan, parallel or cone")
     params = {k: v for k, v in dict(method=method, geometry=geometry, views=views,
               full_views=full_views, filter=filter, n_iter=n_iter, lam=lam, noise_i0=noise_i0,
               slices=slices, downsample=downsample, cor=cor, pixel_size=pixel_size,
-              backend=backend, seed=seed, input_kind=kind).items()}
+              backend=backend, device=device, seed=seed, input_kind=kind).items()}
     man = Manifest("recon", params)
     with console.status(f"reconstructing ({method}) …"):
         if kind == "sinogram":
             from ..recon.run import reconstruct_sinogram_folder
 
             res = reconstruct_sinogram_folder(input, method=method, filter=filter, n_iter=n_iter,
-                                              lam=lam, backend=backend)
+                                              lam=lam, backend=backend, device=device)
         elif kind == "projections":
             from ..recon.run import reconstruct_projections
 
-            rows = None
+            arows = None
             if angle_rows:
                 a, _, b = angle_rows.partition(":")
-                rows = slice(int(a or 0), int(b) if b else None)
+                try:
+                    arows = slice(int(a or 0), int(b) if b else None)
+                except ValueError:
+                    raise InputError(f"--angle-rows {angle_rows!r} is not A:B") from None
             res = reconstruct_projections(input, flats=flats, darks=darks, angles=angles,
-                                          angle_rows=rows, method=method, filter=filter,
+                                          angle_rows=arows, method=method, filter=filter,
                                           n_iter=n_iter, lam=lam, cor=cor, pixel_size=pixel_size,
-                                          backend=backend, progress=False)
+                                          rows=rows, backend=backend, device=device, progress=False)
         else:
             from ..recon.run import reconstruct_from_volume
 
@@ -129,7 +137,7 @@ def recon(
                                           full_views=full_views, method=method, filter=filter,
                                           n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
                                           slices=slices, downsample=downsample, backend=backend,
-                                          progress=False)
+                                          device=device, progress=False)
     _add_inputs(man, input)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_outputs(res, tmp, man)

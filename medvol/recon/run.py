@@ -103,7 +103,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
                             full_views: int = 360, method: str = "tv", filter: str = "hann",
                             n_iter: int | None = None, lam: float | None = None,
                             I0: float | None = None, seed: int = 0, slices: str | None = None,
-                            downsample: int = 1, backend: str = "auto",
+                            downsample: int = 1, backend: str = "auto", device: str | None = None,
                             progress: bool = False) -> ReconResult:
     """Simulate sparse-view data from a reference volume, reconstruct, and score it.
 
@@ -159,7 +159,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
         raise InputError(f"unknown geometry {geometry!r} for a volume input",
                          hint="use --geometry fan, parallel or cone")
     g = g_full.subsample(views)
-    A = Projector(g, vol_shape, spacing, backend=backend)
+    A = Projector(g, vol_shape, spacing, backend=backend, device=device)
     record["geometry_params"] = g.to_dict() | {"angles": f"{g.n_views} views"}
     record["backend"] = getattr(A, "backend_name", backend)
 
@@ -209,7 +209,8 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
                             method: str = "fbp", filter: str = "hann", n_iter: int | None = None,
                             lam: float | None = None, cor: str = "auto",
                             pixel_size: float = 1.0, rows: str | None = None,
-                            backend: str = "auto", progress: bool = False) -> ReconResult:
+                            backend: str = "auto", device: str | None = None,
+                            progress: bool = False) -> ReconResult:
     """Reconstruct real parallel-beam projections slice by slice (one slice per detector row).
 
     ``cor`` is ``"auto"`` (estimate), ``"none"`` (axis at the detector centre) or a number of
@@ -228,7 +229,12 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
     n_views, n_rows, n_cols = lines.shape
     if rows:
         r0, _, r1 = rows.partition(":")
-        lines = lines[:, int(r0 or 0): int(r1) if r1 else n_rows]
+        try:
+            lines = lines[:, int(r0 or 0): int(r1) if r1 else n_rows]
+        except ValueError:
+            raise InputError(f"rows {rows!r} is not A:B (detector rows)") from None
+        if lines.shape[1] == 0:
+            raise InputError(f"rows {rows!r} selects none of the {n_rows} detector rows")
         n_rows = lines.shape[1]
     sino = np.ascontiguousarray(np.transpose(lines, (1, 0, 2)))          # (rows, views, cols)
     record: dict[str, Any] = {"mode": "projections", "n_views": n_views, "detector": [n_rows, n_cols],
@@ -252,7 +258,8 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
 
     def recon_with(offset, meth):
         g = ParallelBeam2D(angles=p.angles, n_det=n_cols, det_spacing=pixel_size, det_offset=offset)
-        A = Projector(g, (n_cols, n_cols), (pixel_size, pixel_size), backend=backend)
+        A = Projector(g, (n_cols, n_cols), (pixel_size, pixel_size), backend=backend,
+                      device=device)
         y = torch.from_numpy(sino)
         scale = float(np.percentile(sino, 99)) / (n_cols * pixel_size) or 1.0
         lam_eff = (0.02 if lam is None else lam) * scale
@@ -329,7 +336,8 @@ def simulate_to_folder(vol: Volume, folder, *, geometry: str = "fan", views: int
 
 def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "hann",
                                 n_iter: int | None = None, lam: float | None = None,
-                                backend: str = "auto", progress: bool = False) -> ReconResult:
+                                backend: str = "auto", device: str | None = None,
+                                progress: bool = False) -> ReconResult:
     """Reconstruct ``sinogram.npy`` + ``sinogram.json`` written by :func:`simulate_to_folder`."""
     import json
     from pathlib import Path
@@ -350,7 +358,8 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
     if not np.all(np.isfinite(y)):
         raise InputError("sinogram contains NaN or infinite values", path=folder / "sinogram.npy")
     g = geometry_from_dict(info["geometry"])
-    A = Projector(g, tuple(info["volume_shape"]), tuple(info["spacing"]), backend=backend)
+    A = Projector(g, tuple(info["volume_shape"]), tuple(info["spacing"]), backend=backend,
+                  device=device)
     yt = torch.from_numpy(y.astype(np.float32))
     scale = float(np.percentile(y, 99)) / max(info["volume_shape"][-1] * info["spacing"][-1], 1e-6)
     lam_eff = (0.02 if lam is None else lam) * (scale or 1.0)
