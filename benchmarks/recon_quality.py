@@ -49,7 +49,8 @@ def main() -> None:
             rmses.append(mv.metrics.rmse(x[k], ref[k]))
         rows.append((method, psnrs, ssims, rmses, dt / ref.shape[0], res.record))
     rec = rows[0][5]
-    print(f"\nGE head CT, fan beam, {rec['full_views']} -> {rec['full_views'] // args.views} views "
+    n_sparse = rec["geometry_params"]["angles"]
+    print(f"\nGE head CT, fan beam, {rec['full_views']} -> {n_sparse} "
           f"(x{args.views}), {rec['shape_zyx'][0]} slices of {rec['shape_zyx'][1]}x"
           f"{rec['shape_zyx'][2]}, noise I0={args.noise_i0 or 'none'}; SSIM/PSNR data range = "
           "reference slice max-min (HU)\n")
