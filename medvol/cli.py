@@ -24,12 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import info, ingest, recon, simulate
+    from .commands import info, ingest, pipeline, recon, simulate
 
     app.command("ingest")(ingest.ingest)
     app.command("info")(info.info)
     app.command("simulate")(simulate.simulate)
     app.command("recon")(recon.recon)
+    app.command("run-pipeline")(pipeline.run_pipeline)
+    app.command("serve")(pipeline.serve)
 
 
 _register()
