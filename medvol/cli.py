@@ -24,12 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import info, ingest, pipeline, recon, simulate
+    from .commands import info, ingest, pipeline, recon, register, simulate, train
 
     app.command("ingest")(ingest.ingest)
     app.command("info")(info.info)
     app.command("simulate")(simulate.simulate)
     app.command("recon")(recon.recon)
+    app.command("register")(register.register)
+    app.add_typer(train.app, name="train")
     app.command("run-pipeline")(pipeline.run_pipeline)
     app.command("serve")(pipeline.serve)
 

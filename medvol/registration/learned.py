@@ -1,0 +1,170 @@
+"""Run the learned registration nets (MICDIR, VoxelMorph) on a pair of :class:`Volume` s.
+
+The nets were trained on a fixed *model grid* (shape and spacing stored in the weights'
+metadata, 64×80×64 at 2.5 mm for the shipped weights). Inference resamples both images onto a
+model grid with the fixed image's direction, centred on the fixed image's intensity centroid,
+runs the net, converts its voxel DDF to LPS mm (:func:`medvol.io.formats.voxel_ddf_to_lps_mm`)
+and interpolates that field onto the fixed image's own grid (zero displacement outside the model
+grid). Inputs are assumed roughly aligned in physical space (the training pairs differ by ±5°,
+±5 %, ±7.5 mm plus a smooth deformation); use ``prealign=True`` for an affine start.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, WeightsError
+from ..volume import Volume
+
+__all__ = ["weights_path", "load_model", "LearnedResult", "register_learned", "lps_mm_to_voxel_ddf",
+           "run_net"]
+
+FORMAT = "medvol-registration-1"
+
+
+def weights_path(method: str, modality: str = "intra") -> Path:
+    """Path of the shipped weights ``models/weights/<method>_<modality>.safetensors``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("medvol.models")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("medvol.models is not importable", hint="reinstall medvol")
+    return Path(list(spec.submodule_search_locations)[0]) / "weights" / f"{method}_{modality}.safetensors"
+
+
+def load_model(method: str = "micdir", modality: str = "intra", path=None, device: str = "cpu"):
+    """Build the net and load its safetensors weights; returns ``(model, metadata)``.
+
+    Raises :class:`WeightsError` for a missing, unreadable, corrupted or mismatched file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    from .train import build_model
+
+    if method not in ("micdir", "voxelmorph"):
+        raise InputError(f"unknown learned method {method!r}", hint="use micdir or voxelmorph")
+    p = Path(path) if path is not None else weights_path(method, modality)
+    if not p.is_file():
+        raise WeightsError("weights file not found", path=p,
+                           hint="pass --weights or retrain with `medvol train micdir`")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                           path=p, hint="the file is corrupted or not safetensors; re-export it") from None
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"not medvol registration weights (format={meta.get('format')!r})", path=p)
+    if meta.get("model") != method:
+        raise WeightsError(f"weights are for {meta.get('model')!r}, not {method!r}", path=p,
+                           hint="pick the matching --method or --weights")
+    try:
+        cfg = json.loads(meta["config"])
+        model = build_model(method, cfg)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise WeightsError(f"weights do not match the {method} network "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})", path=p) from None
+    if missing or unexpected:
+        raise WeightsError(f"weights do not match the {method} network: {len(missing)} missing, "
+                           f"{len(unexpected)} unexpected tensors", path=p)
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(np.isfinite(v.numpy()).all()):
+            raise WeightsError(f"weights hold non-finite values ({k})", path=p)
+    model.eval().to(device)
+    return model, meta
+
+
+def lps_mm_to_voxel_ddf(disp_mm, reference: Volume) -> np.ndarray:
+    """Inverse of :func:`voxel_ddf_to_lps_mm`: ``(z, y, x, 3)`` LPS mm → ``(3, z, y, x)`` voxels
+    (dz, dy, dx) of ``reference``."""
+    u = np.asarray(disp_mm, dtype=np.float64)
+    m = reference.direction * np.asarray(reference.spacing)[None, :]
+    ijk = u @ np.linalg.inv(m).T                      # (z, y, x, 3) = (di, dj, dk)
+    return np.stack([ijk[..., 2], ijk[..., 1], ijk[..., 0]], axis=0)
+
+
+def _centroid_grid(fixed: Volume, shape, spacing) -> Volume:
+    from .data import model_grid
+
+    a = np.asarray(fixed.array, dtype=np.float32)
+    thr = np.percentile(a, 50) if np.any(a > 0) else a.min()
+    w = np.clip(a - thr, 0, None)
+    if w.sum() <= 0:
+        idx = (np.array(a.shape[::-1]) - 1) / 2.0
+    else:
+        grids = np.meshgrid(*[np.arange(n) for n in a.shape], indexing="ij")
+        idx = np.array([(g * w).sum() / w.sum() for g in grids])[::-1]
+    return model_grid(fixed.index_to_world(idx), fixed.direction, shape=shape, spacing=spacing)
+
+
+@dataclass
+class LearnedResult:
+    disp_mm: np.ndarray     # (z, y, x, 3) LPS mm on the fixed grid
+    grid: Volume            # the model grid
+    ddf_vox: np.ndarray     # (3, z, y, x) voxels of the model grid
+    warped_grid: np.ndarray  # moving warped on the model grid (normalised intensities)
+    fixed_grid: np.ndarray
+    seconds: float
+
+
+def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = "cpu") -> tuple:
+    """Run a net on two ``(z, y, x)`` arrays in [0, 1]; returns ``(ddf_vox (3, z, y, x), warped)``."""
+    import torch
+
+    with torch.no_grad():
+        f = torch.as_tensor(np.ascontiguousarray(fixed_arr), dtype=torch.float32, device=device)[None, None]
+        m = torch.as_tensor(np.ascontiguousarray(moving_arr), dtype=torch.float32, device=device)[None, None]
+        out = model(f, m)
+    return out["ddf"][0].cpu().numpy(), out["warped"][0, 0].cpu().numpy()
+
+
+def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
+                     modality: str = "intra", weights=None, prealign: bool = False,
+                     model=None, meta=None, device: str = "cpu") -> LearnedResult:
+    """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid."""
+    import time
+
+    import SimpleITK as sitk
+
+    from ..io.formats import voxel_ddf_to_lps_mm
+    from .classical import affine_transform, transform_to_field
+    from .data import normalize_intensity, resample_to
+
+    t0 = time.perf_counter()
+    if model is None:
+        model, meta = load_model(method, modality, weights, device=device)
+    shape = tuple(json.loads(meta.get("grid_shape", "[64, 80, 64]")))
+    spacing = float(meta.get("grid_spacing_mm", 2.5))
+    grid = _centroid_grid(fixed, shape, spacing)
+    aff = None
+    if prealign:
+        aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi")
+    f = resample_to(fixed, grid)
+    if aff is None:
+        m = resample_to(moving, grid)
+    else:
+        img = moving.with_array(np.asarray(moving.array, np.float32)).to_sitk()
+        m = sitk.GetArrayFromImage(sitk.Resample(img, grid.to_sitk(), aff, sitk.sitkLinear, 0.0,
+                                                 sitk.sitkFloat32))
+    fn, mn = normalize_intensity(f), normalize_intensity(m)
+    ddf, warped = run_net(model, fn, mn, device)
+    u_grid = voxel_ddf_to_lps_mm(ddf, grid)                       # (z, y, x, 3) on the model grid
+    # the field on the fixed image's own grid (linear; zero outside the model grid)
+    if fixed.same_grid(grid):
+        u = u_grid
+    else:
+        comps = []
+        for c in range(3):
+            comps.append(resample_to(grid.with_array(u_grid[..., c].astype(np.float32)), fixed))
+        u = np.stack(comps, axis=-1).astype(np.float64)
+    if aff is not None:  # total map x -> A(x + u(x)) = x + a(x) + M u(x)  (A affine, matrix M)
+        mat = np.array(aff.GetMatrix()).reshape(3, 3)
+        u = transform_to_field(aff, fixed) + u @ mat.T
+    return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
+                         fixed_grid=fn, seconds=time.perf_counter() - t0)

@@ -1,0 +1,133 @@
+"""MICDIR building blocks against analytic answers and MONAI's reference layers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medvol.models.micdir import (MICDIR, MICDIRConfig, SCGBlock, global_ncc, grad_l2,  # noqa: E402
+                                  integrate_half_res, integrate_svf, micdir_loss, normalize_adjacency,
+                                  warp)
+
+
+def _smooth_image(shape=(24, 28, 20), seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return gaussian_filter(rng.standard_normal(shape), 3).astype(np.float32)
+
+
+def test_zero_velocity_is_identity():
+    v = torch.zeros(1, 3, 16, 20, 12)
+    u = integrate_svf(v, 7)
+    assert torch.count_nonzero(u) == 0
+    img = torch.as_tensor(_smooth_image((16, 20, 12)))[None, None]
+    assert torch.allclose(warp(img, u), img, atol=1e-6)
+    assert torch.count_nonzero(integrate_half_res(v, 7)) == 0
+
+
+@pytest.mark.parametrize("shift", [(1.5, -2.0, 0.75), (0.0, 3.0, -1.25)])
+def test_constant_velocity_is_translation(shift):
+    from scipy.ndimage import shift as nd_shift
+
+    shape = (24, 28, 20)
+    v = torch.tensor(shift, dtype=torch.float32).view(1, 3, 1, 1, 1).expand(1, 3, *shape).clone()
+    u = integrate_svf(v, 7)
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6), slice(6, -6))
+    assert torch.allclose(u[inner], v[inner], atol=1e-4)
+    # the warp samples moving(p + s): scipy's shift by -s is the same image (linear interpolation)
+    img = _smooth_image(shape)
+    w = warp(torch.as_tensor(img)[None, None], u)[0, 0].numpy()
+    ref = nd_shift(img, [-s for s in shift], order=1, mode="constant")
+    assert np.abs(w - ref)[6:-6, 6:-6, 6:-6].max() < 1e-4
+    # half-resolution integration (MICDIR) also gives the translation away from borders
+    uh = integrate_half_res(v, 7)
+    assert torch.allclose(uh[inner], v[inner], atol=0.05)
+
+
+def test_ncc_identity_affine_and_negation():
+    x = torch.rand(2, 1, 8, 9, 10)
+    assert float(global_ncc(x, x)) == pytest.approx(1.0, abs=1e-6)
+    assert float(global_ncc(x, 3 * x + 2)) == pytest.approx(1.0, abs=1e-5)
+    assert float(global_ncc(x, -x)) == pytest.approx(-1.0, abs=1e-6)
+    assert abs(float(global_ncc(x, torch.rand(2, 1, 8, 9, 10)))) < 0.2
+
+
+def test_grad_l2_of_linear_ramp():
+    z = torch.arange(10.0).view(1, 1, 10, 1, 1).expand(1, 3, 10, 4, 5)
+    # forward difference 1 along z only, zero along y, x: mean over 3 axes = 1/3
+    assert float(grad_l2(z.clone())) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("act", ["leaky_relu", "relu"])
+def test_scg_adjacency_symmetric_finite_normalised(training, act):
+    torch.manual_seed(0)
+    blk = SCGBlock(32, 9, (4, 4, 4), adjacency_act=act)
+    blk.train(training)
+    mu, logvar, adj, z_hat, loss = blk(torch.randn(3, 32, 4, 4, 4))
+    assert adj.shape == (3, 64, 64) and z_hat.shape == (3, 64, 9)
+    assert torch.isfinite(adj).all() and torch.isfinite(loss)
+    assert torch.allclose(adj, adj.transpose(1, 2), atol=1e-6)
+    if act == "relu":  # D^-1/2 (A+I) D^-1/2 of a non-negative symmetric A: spectral radius <= 1
+        ev = torch.linalg.eigvalsh(adj.double())
+        assert ev.abs().max() <= 1 + 1e-6
+        assert (adj >= 0).all()
+
+
+def test_normalize_adjacency_known_graph():
+    a = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    n = normalize_adjacency(a)
+    # A + I = ones(2, 2), degrees 2: every entry 1/2
+    assert torch.allclose(n, torch.full((1, 2, 2), 0.5), atol=1e-5)
+
+
+def test_warp_matches_monai_warp_zero_padding():
+    monai = pytest.importorskip("monai")  # noqa: F841
+    import warnings
+
+    from monai.networks.blocks import DVF2DDF, Warp
+
+    torch.manual_seed(1)
+    img = torch.rand(2, 1, 12, 14, 10)
+    ddf = 3 * torch.randn(2, 3, 12, 14, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = Warp(mode="bilinear", padding_mode="zeros")(img, ddf)
+        v = torch.randn(1, 3, 12, 14, 10)
+        ref_int = DVF2DDF(num_steps=7, mode="bilinear", padding_mode="zeros")(v)
+    assert torch.allclose(warp(img, ddf), ref, atol=1e-5)
+    assert torch.allclose(integrate_svf(v, 7), ref_int, atol=1e-5)
+
+
+def test_micdir_forward_shapes_and_loss_backward():
+    torch.manual_seed(0)
+    cfg = MICDIRConfig(enc_channels=(4, 8, 8, 8), enc_strides=(1, 2, 2, 2), dec_channels=8,
+                       head_channels=(4, 4))
+    m = MICDIR(cfg)
+    x, y = torch.rand(2, 1, 16, 24, 16), torch.rand(2, 1, 16, 24, 16)
+    oxy, oyx = m(x, y), m(y, x)
+    assert oxy["ddf"].shape == (2, 3, 16, 24, 16) and oxy["ddf_half"].shape == (2, 3, 8, 12, 8)
+    loss, parts = micdir_loss(oxy, oyx, x, y, w_cycle=0.1)
+    loss.backward()
+    assert np.isfinite(parts["loss"]) and "cycle" in parts and "sim_half" in parts
+    with pytest.raises(ValueError, match="divisible"):
+        m(torch.rand(1, 1, 15, 24, 16), torch.rand(1, 1, 15, 24, 16))
+
+
+def test_voxelmorph_wrapper_swaps_to_monai_order():
+    pytest.importorskip("monai")
+    from medvol.models.voxelmorph import VoxelMorphNet
+
+    net = VoxelMorphNet()
+    seen = {}
+
+    def fake(moving, fixed):
+        seen["moving"], seen["fixed"] = moving, fixed
+        return moving, torch.zeros(moving.shape[0], 3, *moving.shape[2:])
+
+    net.net.forward = fake
+    f, m = torch.zeros(1, 1, 16, 16, 16), torch.ones(1, 1, 16, 16, 16)
+    net(f, m)
+    assert seen["moving"] is m and seen["fixed"] is f
