@@ -167,3 +167,14 @@ def ssim(x, ref, *, data_range: DataRange, sigma: float = 1.5, k1: float = 0.01,
     inner = smap[tuple(slice(pad, n - pad) for n in smap.shape)]
     val = float(inner.mean())
     return (val, smap) if full else val
+
+
+# Registration metrics live beside the registration code; re-exported here so that
+# ``medvol.metrics`` is the one place for every image/registration score.
+from .registration.metrics import (  # noqa: E402
+    dice_per_structure, folding_percent, inverse_consistency_error, jacobian_determinant,
+    jacobian_stats, mean_dice, target_registration_error,
+)
+
+__all__ += ["dice_per_structure", "mean_dice", "jacobian_determinant", "folding_percent",
+            "jacobian_stats", "inverse_consistency_error", "target_registration_error"]
