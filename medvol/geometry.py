@@ -28,7 +28,7 @@ Sparse view: ``g[::16]`` or ``g.subsample(16)`` keeps every 16th view.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Union
 
 import numpy as np

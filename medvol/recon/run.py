@@ -99,6 +99,48 @@ def _is_ct(vol: Volume) -> bool:
     return float(np.nanmin(vol.numpy())) < -500  # HU-valued air
 
 
+@dataclass
+class _SimSetup:
+    ref: Volume              # selected, downsampled reference
+    ct: bool                 # HU data converted to attenuation
+    x_true: np.ndarray       # (nz, ny, nx) in projection units
+    geometry: Any            # sparse-view geometry
+    vol_shape: tuple
+    spacing: tuple
+    data: Any                # torch tensor shaped for the operator's batch convention
+
+
+def _simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
+                      slices: str | None, downsample: int) -> _SimSetup:
+    """Select/downsample the reference, convert HU → μ, and build the sparse-view geometry:
+    2D fan/parallel per axial slice (slices form the batch) or one 3D cone beam over the slab."""
+    import torch
+
+    from ..simulate import (default_cone_geometry, default_fan_geometry,
+                            default_parallel_geometry, hu_to_mu)
+
+    if views < 1 or full_views < views:
+        raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
+    ref = downsample_inplane(_slice_range(vol, slices), downsample)
+    ct = _is_ct(ref)
+    img = ref.numpy().astype(np.float32)
+    x_true = hu_to_mu(img) if ct else img
+    nz, ny, nx = img.shape
+    sx, sy, sz = ref.spacing
+    if geometry in ("fan", "parallel"):
+        make = default_fan_geometry if geometry == "fan" else default_parallel_geometry
+        g_full = make((ny, nx), (sy, sx), n_views=full_views)
+        vol_shape, spacing, data = (ny, nx), (sy, sx), torch.from_numpy(x_true)
+    elif geometry == "cone":
+        g_full = default_cone_geometry((nz, ny, nx), (sz, sy, sx), n_views=full_views)
+        vol_shape, spacing = (nz, ny, nx), (sz, sy, sx)
+        data = torch.from_numpy(x_true)[None]
+    else:
+        raise InputError(f"unknown geometry {geometry!r} for a volume input",
+                         hint="use --geometry fan, parallel or cone")
+    return _SimSetup(ref, ct, x_true, g_full.subsample(views), vol_shape, spacing, data)
+
+
 def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 16,
                             full_views: int = 360, method: str = "tv", filter: str = "hann",
                             n_iter: int | None = None, lam: float | None = None,
@@ -132,34 +174,15 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
 
     from ..kernels import Projector
     from ..metrics import psnr, rmse, ssim
-    from ..simulate import (add_poisson_noise, default_cone_geometry, default_fan_geometry,
-                            default_parallel_geometry, hu_to_mu, mu_to_hu)
+    from ..simulate import add_poisson_noise, mu_to_hu
 
-    if views < 1 or full_views < views:
-        raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
-    ref = downsample_inplane(_slice_range(vol, slices), downsample)
-    ct = _is_ct(ref)
-    img = ref.numpy().astype(np.float32)
-    x_true = hu_to_mu(img) if ct else img
-    nz, ny, nx = img.shape
-    sx, sy, sz = ref.spacing
+    st = _simulation_setup(vol, geometry, views, full_views, slices, downsample)
+    ref, ct, x_true, g, data = st.ref, st.ct, st.x_true, st.geometry, st.data
+    nz, ny, nx = x_true.shape
     record: dict[str, Any] = {"mode": "simulate-from-volume", "geometry": geometry,
                               "views_factor": views, "full_views": full_views, "method": method,
                               "ct_hu": ct, "shape_zyx": [nz, ny, nx], "I0": I0, "seed": seed}
-    if geometry in ("fan", "parallel"):
-        make = default_fan_geometry if geometry == "fan" else default_parallel_geometry
-        g_full = make((ny, nx), (sy, sx), n_views=full_views)
-        vol_shape, spacing = (ny, nx), (sy, sx)
-        data = torch.from_numpy(x_true)                       # batch of slices (nz, ny, nx)
-    elif geometry == "cone":
-        g_full = default_cone_geometry((nz, ny, nx), (sz, sy, sx), n_views=full_views)
-        vol_shape, spacing = (nz, ny, nx), (sz, sy, sx)
-        data = torch.from_numpy(x_true)[None]
-    else:
-        raise InputError(f"unknown geometry {geometry!r} for a volume input",
-                         hint="use --geometry fan, parallel or cone")
-    g = g_full.subsample(views)
-    A = Projector(g, vol_shape, spacing, backend=backend, device=device)
+    A = Projector(g, st.vol_shape, st.spacing, backend=backend, device=device)
     record["geometry_params"] = g.to_dict() | {"angles": f"{g.n_views} views"}
     record["backend"] = getattr(A, "backend_name", backend)
 
@@ -299,28 +322,13 @@ def simulate_to_folder(vol: Volume, folder, *, geometry: str = "fan", views: int
     import json
     from pathlib import Path
 
-    import torch
-
     from ..kernels import Projector
-    from ..simulate import (add_poisson_noise, default_cone_geometry, default_fan_geometry,
-                            default_parallel_geometry, hu_to_mu)
+    from ..simulate import add_poisson_noise
 
-    ref = downsample_inplane(_slice_range(vol, slices), downsample)
-    ct = _is_ct(ref)
-    img = ref.numpy().astype(np.float32)
-    x = hu_to_mu(img) if ct else img
-    nz, ny, nx = img.shape
-    sx, sy, sz = ref.spacing
-    if geometry in ("fan", "parallel"):
-        make = default_fan_geometry if geometry == "fan" else default_parallel_geometry
-        g = make((ny, nx), (sy, sx), n_views=full_views).subsample(views)
-        vol_shape, spacing, data = (ny, nx), (sy, sx), torch.from_numpy(x)
-    elif geometry == "cone":
-        g = default_cone_geometry((nz, ny, nx), (sz, sy, sx), n_views=full_views).subsample(views)
-        vol_shape, spacing, data = (nz, ny, nx), (sz, sy, sx), torch.from_numpy(x)
-    else:
-        raise InputError(f"unknown geometry {geometry!r}", hint="use fan, parallel or cone")
-    y = Projector(g, vol_shape, spacing, backend=backend)(data).numpy().astype(np.float32)
+    st = _simulation_setup(vol, geometry, views, full_views, slices, downsample)
+    ref, ct, g, vol_shape, spacing = st.ref, st.ct, st.geometry, st.vol_shape, st.spacing
+    nz, ny, nx = st.x_true.shape
+    y = Projector(g, vol_shape, spacing, backend=backend)(st.data).numpy().astype(np.float32)
     if I0:
         y = add_poisson_noise(y, I0, seed=seed)
     folder = Path(folder)
