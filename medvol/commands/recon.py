@@ -15,6 +15,10 @@ Examples:
   # straight from a DICOM folder, three slices, 2x in-plane downsampling for a quick look
   medvol recon study/ --slices 10:13 --downsample 2 --method cgls -o rec/
 
+  # learned sinogram upsampling (PD-UNet, shipped weights): CT evaluation, radial MRI k-space
+  medvol recon ct/volume.nrrd --method pdunet --views 16 -o rec_pdunet/
+  medvol recon spokes.h5 --method pdunet -o rec_mri/
+
   # real parallel-beam projections (TIFF folder + flat/dark + angles), automatic axis
   medvol recon projections/ --angles angles.txt --angle-rows 10:101 --method fbp -o rec/
 """
@@ -33,6 +37,9 @@ def _detect_input(path: Path) -> str:
             return "projections"
         return "dicom"
     name = path.name.lower()
+    if name.endswith((".h5", ".hdf5", ".npz")) or (
+            name.endswith(".npy") and path.with_name(path.stem + "_angles.npy").is_file()):
+        return "kspace"
     if name.endswith((".tif", ".tiff", ".npy")):
         return "projections"
     if name.endswith((".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")):
@@ -56,7 +63,10 @@ def _load_volume(path: Path, kind: str):
 def recon(
     input: Path = typer.Argument(..., help="Volume file, DICOM folder, or projection folder/stack."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (created atomically)."),
-    method: str = typer.Option("tv", help="fbp | sirt | cgls | tv"),
+    method: str = typer.Option("tv", help="fbp | sirt | cgls | tv | pdunet"),
+    weights: Optional[str] = typer.Option(None, help="pdunet: shipped name (pdunet_ct_x16, "
+                                          "pdunet_mri_x16, lpd_ct_x16, lpd_mri_x16) or a "
+                                          ".safetensors file."),
     geometry: str = typer.Option("fan", help="For volume input: fan | parallel | cone."),
     views: int = typer.Option(16, help="Sparse-view factor: keep every K-th view."),
     full_views: int = typer.Option(360, help="Views of the full acquisition (volume input)."),
@@ -104,17 +114,22 @@ def recon(
     kind = _detect_input(input)
     if kind in ("volume", "dicom") and geometry not in ("fan", "parallel", "cone"):
         raise InputError(f"unknown --geometry {geometry!r}", hint="use fan, parallel or cone")
-    params = {k: v for k, v in dict(method=method, geometry=geometry, views=views,
+    params = {k: v for k, v in dict(method=method, weights=weights, geometry=geometry, views=views,
               full_views=full_views, filter=filter, n_iter=n_iter, lam=lam, noise_i0=noise_i0,
               slices=slices, downsample=downsample, cor=cor, pixel_size=pixel_size,
               backend=backend, device=device, seed=seed, input_kind=kind).items()}
     man = Manifest("recon", params)
     with console.status(f"reconstructing ({method}) …"):
-        if kind == "sinogram":
+        if kind == "kspace":
+            from ..recon.run import reconstruct_kspace
+
+            res = reconstruct_kspace(input, method=method, weights=weights, filter=filter)
+        elif kind == "sinogram":
             from ..recon.run import reconstruct_sinogram_folder
 
             res = reconstruct_sinogram_folder(input, method=method, filter=filter, n_iter=n_iter,
-                                              lam=lam, backend=backend, device=device)
+                                              lam=lam, backend=backend, device=device,
+                                              weights=weights)
         elif kind == "projections":
             from ..recon.run import reconstruct_projections
 
@@ -137,7 +152,7 @@ def recon(
                                           full_views=full_views, method=method, filter=filter,
                                           n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
                                           slices=slices, downsample=downsample, backend=backend,
-                                          device=device, progress=False)
+                                          device=device, progress=False, weights=weights)
     _add_inputs(man, input)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_outputs(res, tmp, man)
@@ -172,7 +187,8 @@ def write_outputs(res, folder: Path, man) -> None:
     mio.write(res.volume, folder / "recon.nrrd")
     man.add_output(folder / "recon.nrrd", root=folder, role="reconstruction")
     if res.baseline is not None:
-        name = "fbp.nrrd" if rec.get("mode") != "projections" else "fbp_centred_axis.nrrd"
+        name = {"projections": "fbp_centred_axis.nrrd",
+                "radial-kspace": "gridding.nrrd"}.get(rec.get("mode"), "fbp.nrrd")
         mio.write(res.baseline, folder / name)
         man.add_output(folder / name, root=folder, role="baseline")
     images = []
@@ -189,6 +205,14 @@ def write_outputs(res, folder: Path, man) -> None:
         comparison_png(panels, labels, folder / "comparison.png", window=window)
         images.append((f"Middle slice: {' | '.join(labels)} ({rec.get('views_factor')}x fewer views)",
                        "comparison.png"))
+    elif res.baseline is not None and rec.get("mode") == "radial-kspace":
+        a, b = res.baseline.numpy()[k], res.volume.numpy()[k]
+        a = a / max(float(np.percentile(a, 99.5)), 1e-12)
+        b = b / max(float(np.percentile(b, 99.5)), 1e-12)
+        comparison_png([a, b], ["gridding (NUFFT adjoint, DCF)", str(rec.get("method")).upper()],
+                       folder / "comparison.png", window=(0.0, 1.0))
+        images.append(("Radial MRI: gridding vs reconstruction (each scaled to its 99.5th "
+                       "percentile)", "comparison.png"))
     elif res.baseline is not None:
         a, b = res.baseline.numpy()[k], res.volume.numpy()[k]
         lo, hi = np.percentile(b, [0.5, 99.5])

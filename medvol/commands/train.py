@@ -1,4 +1,4 @@
-"""``medvol train``: train learned models (``medvol train micdir``)."""
+"""``medvol train``: train learned models (``medvol train micdir``, ``medvol train pdunet``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,15 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(help="Train learned models with resumable checkpoints.", no_args_is_help=True)
+
+
+def _register_pdunet() -> None:
+    from .train_pdunet import train_pdunet
+
+    app.command("pdunet")(train_pdunet)
+
+
+_register_pdunet()
 
 
 @app.command("micdir")

@@ -26,7 +26,8 @@ log = logging.getLogger("medvol.recon")
 __all__ = ["METHODS", "ReconResult", "reconstruct", "reconstruct_from_volume",
            "reconstruct_projections", "downsample_inplane"]
 
-METHODS = ("fbp", "sirt", "cgls", "tv")
+METHODS = ("fbp", "sirt", "cgls", "tv", "pdunet")
+LEARNED = ("pdunet",)
 
 
 @dataclass
@@ -40,10 +41,18 @@ class ReconResult:
 
 
 def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None = None,
-                lam: float = 0.01, nonneg: bool = True, progress: bool = False):
-    """Run one of :data:`METHODS` with the operator ``A`` on sinogram(s) ``y`` (torch tensor)."""
+                lam: float = 0.01, nonneg: bool = True, progress: bool = False,
+                weights: str | None = None):
+    """Run one of :data:`METHODS` with the operator ``A`` on sinogram(s) ``y`` (torch tensor).
+
+    ``pdunet`` uses shipped or given safetensors ``weights`` (default ``pdunet_ct_x16``; the
+    Learned Primal-Dual baseline is ``lpd_ct_x16``)."""
     from . import cgls, fbp, sirt, tv_pdhg
 
+    if method == "pdunet":
+        from ..learned import pdunet_reconstruct
+
+        return pdunet_reconstruct(A, y, weights=weights or "pdunet_ct_x16")
     if method == "fbp":
         return fbp(A, y, filter=filter)
     if method == "sirt":
@@ -70,6 +79,28 @@ def downsample_inplane(vol: Volume, factor: int) -> Volume:
     origin = vol.index_to_world([half, half, 0.0])
     spacing = (vol.spacing[0] * factor, vol.spacing[1] * factor, vol.spacing[2])
     return Volume(a, spacing=spacing, origin=origin, direction=vol.direction, meta=vol.meta)
+
+
+def resample_inplane(vol: Volume, n: int, pixel: float, fill: float | None = None) -> Volume:
+    """Resample every slice onto an ``n × n`` grid of ``pixel`` mm, centred on the slice centre
+    (same direction and slice positions; linear interpolation; ``fill`` outside)."""
+    import SimpleITK as sitk
+
+    nz, ny, nx = vol.shape
+    centre = vol.index_to_world([(nx - 1) / 2.0, (ny - 1) / 2.0, 0.0])
+    spacing = np.array([pixel, pixel, vol.spacing[2]])
+    origin = centre - vol.direction @ (spacing * np.array([(n - 1) / 2.0, (n - 1) / 2.0, 0.0]))
+    a = vol.numpy().astype(np.float32)
+    fill = float(a.min()) if fill is None else float(fill)
+    img = sitk.GetImageFromArray(a)
+    img.SetSpacing(vol.spacing); img.SetOrigin(vol.origin)
+    img.SetDirection(tuple(vol.direction.reshape(-1)))
+    ref = sitk.Image(int(n), int(n), int(nz), sitk.sitkFloat32)
+    ref.SetSpacing(tuple(spacing)); ref.SetOrigin(tuple(origin))
+    ref.SetDirection(tuple(vol.direction.reshape(-1)))
+    out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32)
+    return Volume(sitk.GetArrayFromImage(out), spacing=spacing, origin=origin,
+                  direction=vol.direction, meta=vol.meta)
 
 
 def _slice_range(vol: Volume, slices: str | None) -> Volume:
@@ -111,7 +142,7 @@ class _SimSetup:
 
 
 def _simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
-                      slices: str | None, downsample: int) -> _SimSetup:
+                      slices: str | None, downsample: int, task_grid=None) -> _SimSetup:
     """Select/downsample the reference, convert HU → μ, and build the sparse-view geometry:
     2D fan/parallel per axial slice (slices form the batch) or one 3D cone beam over the slab."""
     import torch
@@ -121,7 +152,12 @@ def _simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
 
     if views < 1 or full_views < views:
         raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
-    ref = downsample_inplane(_slice_range(vol, slices), downsample)
+    ref = _slice_range(vol, slices)
+    if task_grid is not None:  # a learned model's training grid: (n, pixel mm)
+        ref = resample_inplane(ref, task_grid[0], task_grid[1],
+                               fill=-1024.0 if _is_ct(ref) else None)
+    else:
+        ref = downsample_inplane(ref, downsample)
     ct = _is_ct(ref)
     img = ref.numpy().astype(np.float32)
     x_true = hu_to_mu(img) if ct else img
@@ -146,7 +182,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
                             n_iter: int | None = None, lam: float | None = None,
                             I0: float | None = None, seed: int = 0, slices: str | None = None,
                             downsample: int = 1, backend: str = "auto", device: str | None = None,
-                            progress: bool = False) -> ReconResult:
+                            progress: bool = False, weights: str | None = None) -> ReconResult:
     """Simulate sparse-view data from a reference volume, reconstruct, and score it.
 
     Parameters
@@ -176,7 +212,18 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     from ..metrics import psnr, rmse, ssim
     from ..simulate import add_poisson_noise, mu_to_hu
 
-    st = _simulation_setup(vol, geometry, views, full_views, slices, downsample)
+    task_grid = None
+    if method in LEARNED:
+        # the shipped network was trained on one grid and geometry: evaluate it there
+        from ..learned.data import get_task
+
+        task = get_task("ct_x16")
+        if geometry != "fan" or views != task.sparsity or full_views != 360:
+            raise InputError(f"the shipped PD-UNet weights are for a fan beam, every "
+                             f"{task.sparsity}th of 360 views",
+                             hint="use --geometry fan --views 16 --full-views 360")
+        task_grid = (task.image_size, task.pixel)
+    st = _simulation_setup(vol, geometry, views, full_views, slices, downsample, task_grid)
     ref, ct, x_true, g, data = st.ref, st.ct, st.x_true, st.geometry, st.data
     nz, ny, nx = x_true.shape
     record: dict[str, Any] = {"mode": "simulate-from-volume", "geometry": geometry,
@@ -195,8 +242,13 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     scale = float(np.percentile(x_true, 99.5)) or 1.0
     lam_eff = (0.02 if lam is None else lam) * scale
     t0 = time.perf_counter()
-    x = reconstruct(A, y, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress)
+    x = reconstruct(A, y, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress,
+                    weights=weights)
     record["seconds_reconstruct"] = round(time.perf_counter() - t0, 3)
+    if method in LEARNED:
+        record["weights"] = weights or "pdunet_ct_x16"
+        record["grid_note"] = (f"slices resampled to the network's {task_grid[0]}x{task_grid[0]} "
+                               f"grid of {task_grid[1]:.4g} mm")
     record["tv_lambda"] = lam_eff if method == "tv" else None
     base = reconstruct(A, y, "fbp", filter=filter) if method != "fbp" else None
 
@@ -345,7 +397,7 @@ def simulate_to_folder(vol: Volume, folder, *, geometry: str = "fan", views: int
 def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "hann",
                                 n_iter: int | None = None, lam: float | None = None,
                                 backend: str = "auto", device: str | None = None,
-                                progress: bool = False) -> ReconResult:
+                                progress: bool = False, weights: str | None = None) -> ReconResult:
     """Reconstruct ``sinogram.npy`` + ``sinogram.json`` written by :func:`simulate_to_folder`."""
     import json
     from pathlib import Path
@@ -371,7 +423,8 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
     yt = torch.from_numpy(y.astype(np.float32))
     scale = float(np.percentile(y, 99)) / max(info["volume_shape"][-1] * info["spacing"][-1], 1e-6)
     lam_eff = (0.02 if lam is None else lam) * (scale or 1.0)
-    x = reconstruct(A, yt, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress)
+    x = reconstruct(A, yt, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress,
+                    weights=weights)
     grid = info["grid"]
     a = x.detach().cpu().numpy().reshape(grid["shape_zyx"]).astype(np.float32)
     if info.get("ct_hu"):
@@ -381,3 +434,46 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
     return ReconResult(volume=vol, record={"mode": "sinogram", "method": method, "ct_hu":
                                            info.get("ct_hu"), "geometry": info["geometry"]["type"],
                                            "views": g.n_views})
+
+
+def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = None,
+                       image_size: int | None = None, pixel: float = 1.0,
+                       filter: str = "hann") -> ReconResult:
+    """Reconstruct undersampled radial MRI k-space (``.h5``/``.npz``/``.npy`` + angles).
+
+    The k-space becomes a sinogram by the Fourier slice theorem (one centred 1D inverse FFT per
+    spoke, magnitude); ``method="pdunet"`` reconstructs it with the MRI PD-UNet
+    (default weights ``pdunet_mri_x16``), ``"fbp"`` with filtered back-projection. The
+    density-compensated gridding (NUFFT adjoint) image is the baseline.
+    """
+    from ..mri import gridding_recon, read_radial_kspace
+
+    if method not in ("pdunet", "fbp"):
+        raise InputError(f"--method {method!r} is not available for radial k-space",
+                         hint="use --method pdunet or fbp")
+    k, traj = read_radial_kspace(path)
+    from ..learned.inference import kspace_to_model_input
+
+    sino, A = kspace_to_model_input(k, traj, image_size=image_size, pixel=pixel)
+    n = A.domain_shape[-1]
+    t0 = time.perf_counter()
+    if method == "pdunet":
+        from ..learned import pdunet_reconstruct
+
+        x = pdunet_reconstruct(A, sino, weights=weights or "pdunet_mri_x16")
+    else:
+        from . import fbp
+
+        x = fbp(A, sino, filter=filter)
+    seconds = time.perf_counter() - t0
+    x = np.asarray(x, dtype=np.float32).reshape(-1, n, n)
+    base = np.stack([gridding_recon(kk, traj, (n, n), pixel=pixel)
+                     for kk in np.asarray(k).reshape(-1, *k.shape[-2:])]).astype(np.float32)
+    sp = (pixel, pixel, pixel)
+    org = (-(n - 1) / 2 * pixel, -(n - 1) / 2 * pixel, 0.0)
+    vol = Volume(x, spacing=sp, origin=org, meta={"recon_method": method, "modality": "MR"})
+    baseline = Volume(base, spacing=sp, origin=org, meta={"recon_method": "gridding"})
+    return ReconResult(volume=vol, baseline=baseline, record={
+        "mode": "radial-kspace", "method": method, "spokes": int(traj.n_spokes),
+        "readout": int(traj.n_read), "image_size": n, "weights": weights if method == "pdunet"
+        else None, "seconds_reconstruct": round(seconds, 3)})

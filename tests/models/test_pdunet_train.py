@@ -1,0 +1,135 @@
+"""PD-UNet training: resume equals an uninterrupted run; data split; shipped weights beat FBP."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("finufft")
+
+from medvol.learned.data import (apply_augmentation, ct_slices, get_task,  # noqa: E402
+                                 sample_augmentation, simulate_sparse)
+from medvol.learned.weights import PRETRAINED, WEIGHTS_DIR, load_pretrained  # noqa: E402
+
+TINY = dict(width=4, depth=2, n_primal=4, n_dual=5, n_iter=2, dual_width=4)
+
+
+def _have_ct():
+    try:
+        return len(ct_slices("test")) == 6
+    except Exception:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
+def test_resume_matches_uninterrupted(tmp_path):
+    from medvol.learned.train import train
+
+    quiet = dict(progress=lambda s: None, log_every=1, ckpt_every=1000)
+    a = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "a", **quiet)
+    r1 = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
+               time_limit=0.0, **quiet)
+    assert r1["step"] == 1 and not r1["finished"]
+    r2 = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
+               export=tmp_path / "b.safetensors", **quiet)
+    assert r2["finished"] and (tmp_path / "b" / "loss_curve.png").stat().st_size > 1000
+    la = np.array(a["losses"])[:, 1]
+    lb = np.array(r2["losses"])[:, 1]
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    from medvol.learned import load_weights
+    m, meta = load_weights(tmp_path / "b.safetensors")
+    assert meta["task"]["name"] == "ct_x16" and m.config == TINY
+
+
+@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
+def test_ct_split_is_disjoint_and_in_attenuation_units():
+    tr, te = ct_slices("train"), ct_slices("test")
+    assert len(tr) == 22 and len(te) == 6
+    # no test slice appears in training
+    for t in te:
+        assert min(float(np.abs(t - x).mean()) for x in tr) > 1e-4
+    water = np.median(np.concatenate([x.ravel() for x in tr])[
+        np.concatenate([x.ravel() for x in tr]) > 0.01])
+    assert 0.015 < water < 0.025          # soft tissue/brain ≈ μ_water ≈ 0.019 /mm
+
+
+def test_augmentation_is_deterministic_given_params():
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    p = sample_augmentation(np.random.default_rng(5))
+    np.testing.assert_array_equal(apply_augmentation(img, p), apply_augmentation(img, p))
+    rot = apply_augmentation(img, {"angle_deg": 90.0, "flip": False})
+    np.testing.assert_allclose(rot[2:-2, 2:-2], np.rot90(img)[2:-2, 2:-2], atol=1e-5)
+
+
+def _shipped(name):
+    p = WEIGHTS_DIR / PRETRAINED[name]
+    if not p.exists():
+        pytest.skip(f"{p.name} not shipped")
+    return load_pretrained(name)
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_shipped_weights_load(name):
+    model, meta = _shipped(name)
+    assert meta["task"]["image_size"] == 128 and meta["task"]["sparsity"] == 16
+    assert float(model.image_scale) > 0
+
+
+@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
+def test_shipped_ct_pdunet_beats_fbp_on_held_out_slice():
+    from medvol.learned import pdunet_reconstruct
+    from medvol.metrics import ssim
+
+    _shipped("pdunet_ct_x16")
+    task = get_task("ct_x16")
+    gt = ct_slices("test")[2]
+    op = task.operator()
+    y = simulate_sparse(task, gt[None], op)[0]
+    rec = pdunet_reconstruct(op.A, y, weights="pdunet_ct_x16")
+    fbp = op.fbp(torch.from_numpy(y)).numpy()
+    dr = float(gt.max() - gt.min())
+    assert ssim(np.clip(rec, 0, None), gt, data_range=dr) > ssim(np.clip(fbp, 0, None), gt,
+                                                                  data_range=dr) + 0.1
+
+
+def test_shipped_mri_pdunet_from_kspace_beats_gridding():
+    from medvol.learned import pdunet_reconstruct_kspace
+    from medvol.learned.data import mri_slices
+    from medvol.metrics import ssim
+    from medvol.mri import gridding_recon, nufft_forward
+
+    _shipped("pdunet_mri_x16")
+    try:
+        gt = mri_slices("test")[50]
+    except Exception as e:       # nilearn missing
+        pytest.skip(f"MNI152 template unavailable: {e}")
+    tr = get_task("mri_x16").sparse_trajectory()
+    k = nufft_forward(gt, tr)
+    rec = pdunet_reconstruct_kspace(k, tr, weights="pdunet_mri_x16")
+    grid = gridding_recon(k, tr, gt.shape)
+    assert rec.shape == gt.shape == (128, 128)
+    assert ssim(np.clip(rec, 0, None), gt, data_range=1.0) > ssim(grid, gt, data_range=1.0) + 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
+def test_train_pdunet_cli_function(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medvol.commands.train_pdunet import train_pdunet
+
+    app = typer.Typer()
+    app.command()(train_pdunet)
+    app.command("noop")(lambda: None)         # keep "train-pdunet" as a named subcommand
+    out = tmp_path / "w.safetensors"
+    r = CliRunner().invoke(app, ["train-pdunet", "--steps", "1", "--batch", "1",
+                                 "--run-dir", str(tmp_path / "run"), "--export", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "finished at step 1" in r.output and out.exists()
+    r = CliRunner().invoke(app, ["train-pdunet", "--steps", "1", "--export",
+                                 str(tmp_path / "w.pt")])
+    assert r.exit_code != 0
+    from medvol.errors import InputError
+    assert isinstance(r.exception, InputError)
