@@ -2,7 +2,7 @@
 
 1. Ingest the tilted GE head CT (gantry tilt + uneven slice gaps corrected by resampling).
 2. Simulate a 16x sparse-view fan-beam scan of a few of its slices and reconstruct them with
-   FBP and TV, scored against the CT in HU.
+   FBP and TV, then with the shipped PD-UNet, each scored against the CT in HU.
 3. Reconstruct the real synchrotron projections with an automatically estimated rotation axis.
 
 Every step is one ``medvol`` CLI call; the outputs (NRRD in LPS, manifest.json, report.html)
@@ -44,9 +44,12 @@ def main() -> None:
     run(["recon", str(ct), "--geometry", "fan", "--views", "16", "--method", "tv",
          "--slices", "40:100:20", "--downsample", "2", "-o", str(out / "recon_ct_tv"),
          "--overwrite"])
+    run(["recon", str(ct), "--geometry", "fan", "--views", "16", "--method", "pdunet",
+         "--slices", "40:100:20", "-o", str(out / "recon_ct_pdunet"), "--overwrite"])
     run(["recon", str(HERE / "projections" / "synchrotron_parallel"), "--method", "fbp",
          "--cor", "auto", "-o", str(out / "recon_synchrotron"), "--overwrite"])
     print(f"\nDone. Open in 3D Slicer: {ct}, {out / 'recon_ct_tv' / 'recon.nrrd'}, "
+          f"{out / 'recon_ct_pdunet' / 'recon.nrrd'}, "
           f"{out / 'recon_synchrotron' / 'recon.nrrd'}; reports: {out}/*/report.html")
 
 
