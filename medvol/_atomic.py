@@ -6,25 +6,44 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from .errors import OutputExistsError
+from .errors import InputError, OutputExistsError
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
+_UMASK = _read_umask()  # read once at import: changing the umask later would race with threads
+
+
 def _publish_mode(path: Path, directory: bool = False) -> None:
     """mkstemp/mkdtemp create private (0600/0700) entries; give them the usual umask-based mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
-def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Raise :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is false."""
+def check_writable(path: str | os.PathLike, overwrite: bool = False,
+                   inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Check that ``path`` may be written.
+
+    Raises :class:`OutputExistsError` if it exists and ``overwrite`` is false, and
+    :class:`InputError` if it is (or contains) one of ``inputs`` — replacing it would destroy
+    the data being read — or if a parent of it is a file.
+    """
     p = Path(path)
+    target = p.resolve()
+    for src in inputs:
+        s = Path(src).resolve()
+        if s == target or target in s.parents:
+            raise InputError("the output would replace the input", path=p,
+                             hint="choose an output folder outside the input")
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{parent} is a file, not a folder", path=p,
+                             hint="choose another output path")
     if p.exists() and not overwrite:
         raise OutputExistsError("output already exists", path=p,
                                 hint="choose another path or pass overwrite=True / --overwrite")
@@ -69,6 +88,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
     return Path(path)
 
 
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Build a whole output folder in a hidden sibling, then move it into place.
@@ -83,10 +110,10 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         _publish_mode(tmp, directory=True)
         if final.exists():
             old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             os.replace(final, old)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         else:
             os.replace(tmp, final)
     except BaseException:

@@ -39,26 +39,44 @@ def _register() -> None:
 _register()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turn MedvolError into one line + exit code."""
+def _exception_families():
+    """typer ≥ 0.20 vendors click: catch both its own and plain click's exception classes."""
     import click
 
+    abort, exit_, usage = [click.exceptions.Abort], [click.exceptions.Exit], [click.ClickException]
     try:
-        app(args=argv, standalone_mode=False, prog_name="medvol")
+        from typer import Abort, Exit
+
+        abort.append(Abort)
+        exit_.append(Exit)
+        from typer._click.exceptions import ClickException
+
+        usage.append(ClickException)
+    except ImportError:  # pragma: no cover - older typer uses click directly
+        pass
+    return tuple(abort), tuple(exit_), tuple(usage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turn MedvolError into one line + exit code.
+
+    Usage errors print typer's usage message and exit 2; Ctrl-C exits 130; a command's own
+    ``typer.Exit(n)`` exits ``n``; anything unexpected prints one line and exits 70.
+    """
+    aborts, exits, usage_errors = _exception_families()
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="medvol")
     except MedvolError as e:
         typer.echo(f"medvol: error: {e}", err=True)
         return e.exit_code
-    except click.exceptions.Abort:
-        typer.echo("medvol: aborted", err=True)
-        return 130
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, *aborts):
         typer.echo("medvol: interrupted", err=True)
         return 130
+    except exits as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except usage_errors as e:
+        e.show()
+        return int(getattr(e, "exit_code", 2) or 2)
     except Exception as e:  # a bug, not bad input: one line unless debugging
         import os
 
@@ -67,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"medvol: internal error: {type(e).__name__}: {e} "
                    "(rerun with MEDVOL_DEBUG=1 for the traceback and please report it)", err=True)
         return INTERNAL_ERROR_EXIT
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 def run() -> None:

@@ -197,3 +197,46 @@ def test_recon_pdunet_radial_kspace_beats_gridding(tmp_path):
     assert ncc(x, img) > ncc(g, img) + 0.05
     assert main(["recon", str(tmp_path / "spokes.h5"), "-o", str(tmp_path / "x"),
                  "--method", "tv"]) == InputError.exit_code
+
+
+def test_usage_errors_exit_2_and_typer_exit_codes_pass_through(ct_file, tmp_path, capsys):
+    assert main(["recon", str(ct_file), "-o", str(tmp_path / "o"), "--views", "abc"]) == 2
+    assert main(["no-such-command"]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_folder_holding_the_input_is_refused_even_with_overwrite(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    mv.io.write(_ct_volume(), folder / "ct.nrrd")
+    (folder / "notes.txt").write_text("keep")
+    code = main(["recon", str(folder / "ct.nrrd"), "-o", str(folder), "--method", "fbp",
+                 "--overwrite"])
+    assert code == InputError.exit_code
+    assert sorted(p.name for p in folder.iterdir()) == ["ct.nrrd", "notes.txt"]
+
+
+def test_slice_selection_is_python_style():
+    from medvol.recon.run import _slice_range
+
+    v = _ct_volume(nz=5)
+    assert _slice_range(v, "-1").origin == v[4:5].origin
+    assert _slice_range(v, "0:-1").shape[0] == 4
+    assert _slice_range(v, "1::2").shape[0] == 2
+    for bad in ("0:4:0", "0:4:-1", "9", "3:1", "a:b"):
+        with pytest.raises(InputError):
+            _slice_range(v, bad)
+
+
+def test_projection_rows_keep_their_height(tmp_path):
+    if not SYNCHROTRON.is_dir():
+        pytest.skip("bundled synchrotron sample data missing")
+    from medvol.recon.run import reconstruct_projections
+
+    full_rows = 135
+    res = reconstruct_projections(SYNCHROTRON, method="fbp", rows="60:64", cor="none")
+    # slice 0 of the (flipped) volume is detector row 63, at z = ((N-1)/2 - 63) pixels
+    assert res.volume.shape[0] == 4
+    assert res.volume.origin[2] == pytest.approx((full_rows - 1) / 2 - 63)
+    top = reconstruct_projections(SYNCHROTRON, method="fbp", rows="0:4", cor="none")
+    assert top.volume.origin[2] == pytest.approx((full_rows - 1) / 2 - 3)

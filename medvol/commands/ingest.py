@@ -73,7 +73,7 @@ def ingest(
     fmt = fmt.lower().lstrip(".")
     if fmt not in _FORMATS:
         raise InputError(f"--format must be nrrd or nii.gz, got {fmt!r}")
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[dicom_dir])
     console = Console(highlight=False, soft_wrap=True)
     logger = logging.getLogger("medvol.io.dicom")
     handler = _ConsoleHandler(console)

@@ -37,6 +37,14 @@ def _detect_input(path: Path) -> str:
             return "projections"
         return "dicom"
     name = path.name.lower()
+    if name.endswith(".npy"):
+        import numpy as np
+
+        try:
+            if np.load(path, mmap_mode="r").dtype.kind == "c":
+                return "kspace"  # complex: radial k-space (the reader asks for the angles)
+        except (OSError, ValueError):
+            raise InputError("not a readable .npy file", path=path) from None
     if name.endswith((".h5", ".hdf5", ".npz")) or (
             name.endswith(".npy") and path.with_name(path.stem + "_angles.npy").is_file()):
         return "kspace"
@@ -110,10 +118,14 @@ def recon(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if method not in METHODS:
         raise InputError(f"unknown --method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[input])
     kind = _detect_input(input)
     if kind in ("volume", "dicom") and geometry not in ("fan", "parallel", "cone"):
         raise InputError(f"unknown --geometry {geometry!r}", hint="use fan, parallel or cone")
+    if kind == "projections" and method == "pdunet":
+        raise InputError("--method pdunet is trained for fan-beam CT and radial MRI, not for "
+                         "parallel-beam projections", path=input,
+                         hint="use fbp, sirt, cgls or tv")
     params = {k: v for k, v in dict(method=method, weights=weights, geometry=geometry, views=views,
               full_views=full_views, filter=filter, n_iter=n_iter, lam=lam, noise_i0=noise_i0,
               slices=slices, downsample=downsample, cor=cor, pixel_size=pixel_size,

@@ -33,7 +33,7 @@ def simulate(
     from ..recon.run import simulate_to_folder
     from .recon import _detect_input, _load_volume
 
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[input])
     kind = _detect_input(input)
     vol = _load_volume(input, kind)
     man = Manifest("simulate", dict(geometry=geometry, views=views, full_views=full_views,

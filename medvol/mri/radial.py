@@ -316,7 +316,8 @@ def read_radial_kspace(path, *, angles=None) -> tuple[np.ndarray, RadialTrajecto
         a = np.asarray(angles, dtype=np.float64)
     if a is None:
         raise InputError("no spoke angles found", path=p,
-                         hint="add an 'angles' dataset (radians) or pass angles=")
+                         hint="add an 'angles' dataset (radians), or a <name>_angles.npy beside "
+                              "a .npy file (or pass angles= in Python)")
     if k.ndim == 3 and k.shape[-1] == 2 and not np.iscomplexobj(k):
         k = k[..., 0] + 1j * k[..., 1]
     if k.ndim != 2:

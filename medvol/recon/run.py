@@ -49,6 +49,8 @@ def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None =
     Learned Primal-Dual baseline is ``lpd_ct_x16``)."""
     from . import cgls, fbp, sirt, tv_pdhg
 
+    if n_iter is not None and n_iter < 1:
+        raise InputError(f"--n-iter must be at least 1, got {n_iter}")
     if method == "pdunet":
         from ..learned import pdunet_reconstruct
 
@@ -67,7 +69,9 @@ def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None =
 
 def downsample_inplane(vol: Volume, factor: int) -> Volume:
     """Average ``factor × factor`` in-plane blocks of every slice; geometry follows exactly."""
-    if factor <= 1:
+    if factor < 1:
+        raise InputError(f"--downsample must be at least 1, got {factor}")
+    if factor == 1:
         return vol
     a = vol.numpy().astype(np.float32)
     nz, ny, nx = a.shape
@@ -104,24 +108,28 @@ def resample_inplane(vol: Volume, n: int, pixel: float, fill: float | None = Non
 
 
 def _slice_range(vol: Volume, slices: str | None) -> Volume:
+    """Axial slices by a Python-style ``START:STOP[:STEP]`` (or one index ``K``; negatives count
+    from the end); the step must be positive."""
     if not slices:
         return vol
+    n = vol.shape[0]
+    parts = [p.strip() for p in slices.split(":")]
     try:
-        parts = [p.strip() for p in slices.split(":")]
-        if len(parts) == 1:
-            k0 = int(parts[0]); k1 = k0 + 1; step = 1
-        else:
-            k0 = int(parts[0]) if parts[0] else 0
-            k1 = int(parts[1]) if len(parts) > 1 and parts[1] else vol.shape[0]
-            step = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+        vals = [int(p) if p else None for p in parts]
     except ValueError:
         raise InputError(f"--slices {slices!r} is not START:STOP[:STEP]") from None
-    if k0 < 0:
-        k0 += vol.shape[0]
-    if not (0 <= k0 < vol.shape[0]) or k1 <= k0:
-        raise InputError(f"--slices {slices!r} selects no slice of a volume with "
-                         f"{vol.shape[0]} slices")
-    return vol[k0:k1:step]
+    if len(vals) == 1:
+        k = vals[0]
+        if k is None or not -n <= k < n:
+            raise InputError(f"--slices {slices!r} selects no slice of a volume with {n} slices")
+        k %= n
+        return vol[k:k + 1]
+    if len(vals) > 3 or (len(vals) == 3 and vals[2] is not None and vals[2] < 1):
+        raise InputError(f"--slices {slices!r}: give START:STOP[:STEP] with a positive STEP")
+    sel = slice(*vals)
+    if len(range(*sel.indices(n))) == 0:
+        raise InputError(f"--slices {slices!r} selects no slice of a volume with {n} slices")
+    return vol[sel]
 
 
 def _is_ct(vol: Volume) -> bool:
@@ -260,8 +268,11 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
 
     out = to_vol(x, method)
     baseline = to_vol(base, "fbp") if base is not None else None
-    # metrics in the reference's units (HU for CT); SSIM/PSNR data range = reference max − min
-    ref_a = ref.numpy().astype(np.float32)
+    # metrics in the reference's units (HU for CT) against what the simulation saw: HU below
+    # air (scanner padding such as −3024) is clipped to −1000 with μ ≥ 0.
+    # SSIM/PSNR data range = reference max − min.
+    ref_a = (mu_to_hu(x_true) if ct else x_true).astype(np.float32)
+    ref = ref.with_array(ref_a)
     dr = float(ref_a.max() - ref_a.min())
     metrics = {}
     for name, v in (("recon", out), ("fbp", baseline)):
@@ -302,12 +313,15 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
     p = load_projections(path, flats=flats, darks=darks, angles=angles, angle_rows=angle_rows)
     lines = line_integrals(p)                                            # (views, rows, cols)
     n_views, n_rows, n_cols = lines.shape
+    n_rows_all, row0 = n_rows, 0
     if rows:
         r0, _, r1 = rows.partition(":")
         try:
-            lines = lines[:, int(r0 or 0): int(r1) if r1 else n_rows]
+            row0, row1 = int(r0 or 0), (int(r1) if r1 else n_rows)
         except ValueError:
             raise InputError(f"rows {rows!r} is not A:B (detector rows)") from None
+        row0, row1, _ = slice(row0, row1).indices(n_rows)
+        lines = lines[:, row0:row1]
         if lines.shape[1] == 0:
             raise InputError(f"rows {rows!r} selects none of the {n_rows} detector rows")
         n_rows = lines.shape[1]
@@ -346,14 +360,17 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None, angle_
     record["seconds_reconstruct"] = round(time.perf_counter() - t0, 3)
     x0 = recon_with(0.0, "fbp")
     mid_k = n_rows // 2
-    record["sharpness"] = {"estimated_axis": float(sharpness(x[mid_k])),
-                           "centred_axis": float(sharpness(x0[mid_k]))}
+    shared = tuple(float(v) for v in np.percentile(x[mid_k], [0.5, 99.5]))  # same grey levels
+    record["sharpness"] = {"estimated_axis": float(sharpness(x[mid_k], value_range=shared)),
+                           "centred_axis": float(sharpness(x0[mid_k], value_range=shared))}
     # volume: z = detector row (rotation axis), y/x = reconstruction grid; parallel beam, 1:1.
     # Detector row 0 is the top of each projection image, so it becomes the highest z (superior).
     x, x0 = x[::-1].copy(), x0[::-1].copy()
     sp = (pixel_size, pixel_size, pixel_size)
+    # detector row r of the full detector sits at z = ((N-1)/2 - r)·pixel (row 0 on top);
+    # the flipped volume's slice 0 is the lowest kept row, row0 + n_rows - 1
     org = (-(n_cols - 1) / 2 * pixel_size, -(n_cols - 1) / 2 * pixel_size,
-           -(n_rows - 1) / 2 * pixel_size)
+           ((n_rows_all - 1) / 2 - (row0 + n_rows - 1)) * pixel_size)
     vol = Volume(x.astype(np.float32), spacing=sp, origin=org, meta={"recon_method": method})
     base = Volume(x0.astype(np.float32), spacing=sp, origin=org, meta={"recon_method": "fbp-centred"})
     return ReconResult(volume=vol, baseline=base, record=record)
@@ -417,6 +434,13 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
                          hint="write them with `medvol simulate`") from None
     if not np.all(np.isfinite(y)):
         raise InputError("sinogram contains NaN or infinite values", path=folder / "sinogram.npy")
+    need = ("geometry", "volume_shape", "spacing", "grid")
+    if not isinstance(info, dict) or any(k not in info for k in need) or not isinstance(
+            info.get("grid"), dict) or any(k not in info["grid"] for k in
+                                           ("shape_zyx", "spacing", "origin", "direction")):
+        raise InputError(f"sinogram.json lacks one of {', '.join(need)} (grid: shape_zyx, "
+                         "spacing, origin, direction)", path=folder / "sinogram.json",
+                         hint="write it with `medvol simulate`")
     g = geometry_from_dict(info["geometry"])
     A = Projector(g, tuple(info["volume_shape"]), tuple(info["spacing"]), backend=backend,
                   device=device)
@@ -452,6 +476,8 @@ def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = No
         raise InputError(f"--method {method!r} is not available for radial k-space",
                          hint="use --method pdunet or fbp")
     k, traj = read_radial_kspace(path)
+    if not np.all(np.isfinite(k)):
+        raise InputError("k-space contains NaN or infinite values", path=path)
     from ..learned.inference import kspace_to_model_input
 
     sino, A = kspace_to_model_input(k, traj, image_size=image_size, pixel=pixel)
