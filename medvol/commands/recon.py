@@ -126,10 +126,16 @@ def recon(
         raise InputError("--method pdunet is trained for fan-beam CT and radial MRI, not for "
                          "parallel-beam projections", path=input,
                          hint="use fbp, sirt, cgls or tv")
-    params = {k: v for k, v in dict(method=method, weights=weights, geometry=geometry, views=views,
-              full_views=full_views, filter=filter, n_iter=n_iter, lam=lam, noise_i0=noise_i0,
-              slices=slices, downsample=downsample, cor=cor, pixel_size=pixel_size,
-              backend=backend, device=device, seed=seed, input_kind=kind).items()}
+    params = dict(method=method, weights=weights, filter=filter, n_iter=n_iter, lam=lam,
+                  backend=backend, device=device, input_kind=kind)
+    if kind in ("volume", "dicom"):
+        params.update(geometry=geometry, views=views, full_views=full_views, noise_i0=noise_i0,
+                      seed=seed, slices=slices, downsample=downsample)
+    elif kind == "projections":
+        params.update(cor=cor, pixel_size=pixel_size, rows=rows, angle_rows=angle_rows,
+                      angles=None if angles is None else angles.name,
+                      flats=None if flats is None else flats.name,
+                      darks=None if darks is None else darks.name)
     man = Manifest("recon", params)
     with console.status(f"reconstructing ({method}) …"):
         if kind == "kspace":
