@@ -68,19 +68,12 @@ def load_weights(path, *, expect_arch: str | None = None):
         match the network the metadata describes.
     """
     import torch
-    from safetensors import safe_open
+
+    from .._safetensors import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError("weights file not found", path=path,
-                           hint="retrain with `medvol train pdunet` or restore models/weights/")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise WeightsError(f"cannot read weights (corrupted or not safetensors): {e}",
-                           path=path, hint="re-download or retrain the weights") from None
+    meta, state = read_safetensors(
+        path, retrain_hint="retrain with `medvol train pdunet` or restore models/weights/")
     arch = meta.get("arch")
     if arch not in ("pdunet", "lpd") or "config" not in meta:
         raise WeightsError("weights carry no PD-UNet/LPD metadata (arch, config)", path=path)

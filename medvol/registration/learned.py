@@ -40,24 +40,14 @@ def load_model(method: str = "micdir", modality: str = "intra", path=None, devic
 
     Raises :class:`WeightsError` for a missing, unreadable, corrupted or mismatched file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+    from .._safetensors import read_safetensors
     from .train import build_model
 
     if method not in ("micdir", "voxelmorph"):
         raise InputError(f"unknown learned method {method!r}", hint="use micdir or voxelmorph")
     p = Path(path) if path is not None else weights_path(method, modality)
-    if not p.is_file():
-        raise WeightsError("weights file not found", path=p,
-                           hint="pass --weights or retrain with `medvol train micdir`")
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-        tensors = load_file(str(p))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WeightsError(f"cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
-                           path=p, hint="the file is corrupted or not safetensors; re-export it") from None
+    meta, tensors = read_safetensors(
+        p, retrain_hint="pass --weights or retrain with `medvol train micdir`")
     if meta.get("format") != FORMAT:
         raise WeightsError(f"not medvol registration weights (format={meta.get('format')!r})", path=p)
     if meta.get("model") != method:
