@@ -197,6 +197,16 @@ def test_recon_pdunet_radial_kspace_beats_gridding(tmp_path):
     assert ncc(x, img) > ncc(g, img) + 0.05
     assert main(["recon", str(tmp_path / "spokes.h5"), "-o", str(tmp_path / "x"),
                  "--method", "tv"]) == InputError.exit_code
+    # --backend/--device reach the k-space path: recorded, and a GPU request on a CPU machine is
+    # the documented BackendError (exit 6), nothing written
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["record"]["backend"] == "torch"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["recon", str(tmp_path / "spokes.h5"), "-o", str(tmp_path / "gpu"),
+                     "--method", "fbp", "--device", "cuda"]) == BackendError.exit_code
+        assert not (tmp_path / "gpu").exists()
 
 
 def test_usage_errors_exit_2_and_typer_exit_codes_pass_through(ct_file, tmp_path, capsys):

@@ -141,7 +141,8 @@ def recon(
         if kind == "kspace":
             from ..recon.run import reconstruct_kspace
 
-            res = reconstruct_kspace(input, method=method, weights=weights, filter=filter)
+            res = reconstruct_kspace(input, method=method, weights=weights, filter=filter,
+                                     backend=backend, device=device)
         elif kind == "sinogram":
             from ..recon.run import reconstruct_sinogram_folder
 

@@ -30,7 +30,9 @@ def register(
     fixed_labels: Optional[Path] = typer.Option(None, "--fixed-labels",
                                                 help="Label map of the fixed image (Dice table)."),
     weights: Optional[Path] = typer.Option(None, help="Weights (.safetensors) for micdir/voxelmorph."),
-    prealign: bool = typer.Option(False, help="Affine pre-alignment before a learned method."),
+    prealign: bool = typer.Option(True, help="Affine pre-alignment (SimpleITK) before a learned "
+                                  "method, as the B-spline baseline does; --no-prealign feeds the "
+                                  "images to the net as they lie in physical space."),
     seed: int = typer.Option(0, help="Seed for the classical optimisers' sampling."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:

@@ -30,6 +30,9 @@ def train_micdir(
     lr: float = typer.Option(1e-4, help="Adam learning rate."),
     w_cycle: float = typer.Option(0.0, help="Explicit inverse-consistency weight (medvol addition)."),
     seed: int = typer.Option(0, help="Seed of the pair stream and the initial weights."),
+    init: Optional[Path] = typer.Option(None, help="Start from the <model>_<modality>.safetensors "
+                                        "in this folder (e.g. models/weights) instead of random "
+                                        "weights; fresh optimiser."),
     time_limit: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
     export: Optional[Path] = typer.Option(None, help="Folder for <model>_<modality>.safetensors."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -48,6 +51,8 @@ def train_micdir(
         argv += ["--modality", m]
     if time_limit is not None:
         argv += ["--time-limit", str(time_limit)]
+    if init is not None:
+        argv += ["--init", str(init)]
     if export is not None:
         argv += ["--export", str(export)]
     raise typer.Exit(_main(argv))

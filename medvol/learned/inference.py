@@ -94,8 +94,11 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
 
 
 def kspace_to_model_input(kspace, trajectory, *, image_size: int | None = None,
-                          pixel: float = 1.0):
-    """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet (Fourier slice theorem)."""
+                          pixel: float = 1.0, backend: str = "torch", device: str | None = None):
+    """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet (Fourier slice theorem).
+
+    ``backend``/``device`` choose the projector (:class:`medvol.kernels.Projector`); the shipped
+    MRI weights were trained with ``backend="torch"``."""
     from medvol.kernels import Projector
 
     from ..mri.radial import default_n_det, kspace_to_sinogram, sinogram_geometry
@@ -108,7 +111,8 @@ def kspace_to_model_input(kspace, trajectory, *, image_size: int | None = None,
     n_det = default_n_det(n, trajectory.n_read)
     sino = kspace_to_sinogram(k, n_det=n_det, pixel=pixel).astype(np.float32)
     g = sinogram_geometry(trajectory, n_det, pixel)
-    return sino, Projector(g, (n, n), (pixel, pixel), backend="torch", check_finite=False)
+    return sino, Projector(g, (n, n), (pixel, pixel), backend=backend, device=device,
+                           check_finite=False)
 
 
 def pdunet_reconstruct_kspace(kspace, trajectory, *, weights: str = "pdunet_mri_x16",

@@ -462,8 +462,12 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
 
 def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = None,
                        image_size: int | None = None, pixel: float = 1.0,
-                       filter: str = "hann") -> ReconResult:
+                       filter: str = "hann", backend: str = "auto",
+                       device: str | None = None) -> ReconResult:
     """Reconstruct undersampled radial MRI k-space (``.h5``/``.npz``/``.npy`` + angles).
+
+    ``backend``/``device`` select the projector as for sinograms (``auto``: ASTRA CUDA on a GPU,
+    else medvol's kernels, on ``device``).
 
     The k-space becomes a sinogram by the Fourier slice theorem (one centred 1D inverse FFT per
     spoke, magnitude); ``method="pdunet"`` reconstructs it with the MRI PD-UNet
@@ -480,7 +484,8 @@ def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = No
         raise InputError("k-space contains NaN or infinite values", path=path)
     from ..learned.inference import kspace_to_model_input
 
-    sino, A = kspace_to_model_input(k, traj, image_size=image_size, pixel=pixel)
+    sino, A = kspace_to_model_input(k, traj, image_size=image_size, pixel=pixel, backend=backend,
+                                    device=device)
     n = A.domain_shape[-1]
     t0 = time.perf_counter()
     if method == "pdunet":
@@ -501,5 +506,6 @@ def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = No
     baseline = Volume(base, spacing=sp, origin=org, meta={"recon_method": "gridding"})
     return ReconResult(volume=vol, baseline=baseline, record={
         "mode": "radial-kspace", "method": method, "spokes": int(traj.n_spokes),
-        "readout": int(traj.n_read), "image_size": n, "weights": weights if method == "pdunet"
+        "readout": int(traj.n_read), "image_size": n, "backend": A.backend,
+        "device": device, "weights": weights if method == "pdunet"
         else None, "seconds_reconstruct": round(seconds, 3)})

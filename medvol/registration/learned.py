@@ -6,7 +6,9 @@ model grid with the fixed image's direction, centred on the fixed image's intens
 runs the net, converts its voxel DDF to LPS mm (:func:`medvol.io.formats.voxel_ddf_to_lps_mm`)
 and interpolates that field onto the fixed image's own grid (zero displacement outside the model
 grid). Inputs are assumed roughly aligned in physical space (the training pairs differ by ±5°,
-±5 %, ±7.5 mm plus a smooth deformation); use ``prealign=True`` for an affine start.
+±5 %, ±7.5 mm plus a smooth deformation); ``prealign=True`` (the default of
+:func:`medvol.registration.run.register_volumes` and ``medvol register``) starts from an affine
+SimpleITK registration, like the B-spline baseline and the paper's affinely pre-aligned data.
 """
 from __future__ import annotations
 

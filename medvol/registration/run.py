@@ -61,7 +61,7 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
 
 def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", labels: Volume | None = None, weights=None,
-                     prealign: bool = False, seed: int = 0) -> RegistrationResult:
+                     prealign: bool = True, seed: int = 0) -> RegistrationResult:
     """Register ``moving`` to ``fixed``.
 
     Parameters
@@ -71,7 +71,8 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         information; the learned methods load their ``*_inter`` weights).
     labels : optional label map on ``moving``'s grid, warped with nearest neighbour.
     weights : optional weights file for the learned methods.
-    prealign : learned methods: start from an affine SimpleITK registration.
+    prealign : learned methods: start from an affine SimpleITK registration (default, as the
+        B-spline baseline does and as the paper's affinely pre-aligned data assume).
 
     Returns
     -------
@@ -175,7 +176,7 @@ def _report_pngs(fixed: Volume, moving_on_fixed: Volume, warped: Volume, jac: np
 
 
 def run_register(fixed_path, moving_path, out, *, method: str = "micdir", modality: str = "intra",
-                 labels_path=None, fixed_labels_path=None, weights=None, prealign: bool = False,
+                 labels_path=None, fixed_labels_path=None, weights=None, prealign: bool = True,
                  overwrite: bool = False, seed: int = 0) -> Path:
     """The whole job: read, register, write outputs + report + manifest into ``out``.
 

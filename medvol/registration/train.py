@@ -33,7 +33,9 @@ WEIGHTS_FORMAT = "medvol-registration-1"
 @dataclass
 class TrainSpec:
     """One training run. ``model`` ∈ {micdir, voxelmorph}; ``modality`` ∈ {intra, inter};
-    ``similarity`` ∈ {ncc, mi} (default: ncc intramodal, mi intermodal)."""
+    ``similarity`` ∈ {ncc, mi} (default: ncc intramodal, mi intermodal). ``init``: a weights file
+    (``.safetensors`` from :func:`export_weights`) to start from instead of random weights — the
+    network config is taken from it; the optimiser starts fresh. Ignored when resuming."""
 
     model: str = "micdir"
     modality: str = "intra"
@@ -43,6 +45,7 @@ class TrainSpec:
     seed: int = 0
     similarity: str | None = None
     w_cycle: float = 0.0
+    init: str | None = None
     ckpt_every: int = 100
     out: str = ".cache/registration/runs/micdir_intra"
     config: dict = field(default_factory=dict)
@@ -116,7 +119,22 @@ class Trainer:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         torch.manual_seed(spec.seed)
+        init_cfg = None
+        side = Path(spec.out) / "checkpoint.json"
+        if side.is_file():  # resuming: the network config the run was started with
+            spec.config = json.loads(side.read_text()).get("spec", {}).get("config") or spec.config
+        elif spec.init:
+            from .learned import load_model
+
+            init_model, init_meta = load_model(spec.model, spec.modality, path=spec.init)
+            init_cfg = json.loads(init_meta["config"])
+            spec.config = init_cfg
         self.model = build_model(spec.model, spec.config).to(device)
+        if init_cfg is not None:
+            self.model.load_state_dict(init_model.state_dict())
+            self.init_steps = int(init_meta.get("steps_done", 0))
+        else:
+            self.init_steps = 0
         self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
         sources = sources if sources is not None else load_sources()
         self.sampler = PairSampler(sources, modality=spec.modality, seed=spec.seed, device=device)
@@ -149,6 +167,7 @@ class Trainer:
         self.sampler.set_state(tensors["rng.sampler"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step_no = int(meta["step"])
+        self.init_steps = int(meta.get("init_steps", 0))
         self.t_train = float(meta.get("train_seconds", 0.0))
         hist = self.out / "history.jsonl"
         if hist.is_file():
@@ -174,6 +193,7 @@ class Trainer:
                           "".join(json.dumps(h) + "\n" for h in self.history), overwrite=True)
         atomic_write_text(self.out / "checkpoint.json", json.dumps(
             {"step": self.step_no, "train_seconds": self.t_train, "opt": ometa,
+             "init_steps": self.init_steps,
              "spec": self.spec.__dict__, "device": str(self.device)}, default=str), overwrite=True)
 
     # -- training
@@ -204,7 +224,8 @@ class Trainer:
 
     def export(self, path, *, overwrite: bool = False) -> Path:
         return export_weights(self.model, path, spec=self.spec, extra={
-            "steps_done": self.step_no, "train_seconds": round(self.t_train, 1),
+            "steps_done": self.step_no + self.init_steps, "steps_this_run": self.step_no,
+            "init_steps": self.init_steps, "train_seconds": round(self.t_train, 1),
             "device": str(self.device)}, overwrite=overwrite)
 
 
@@ -320,6 +341,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--w-cycle", type=float, default=0.0)
+    p.add_argument("--init", default=None,
+                   help="folder of <model>_<modality>.safetensors to start from (e.g. models/weights)")
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--runs", default=".cache/registration/runs", help="folder of run folders")
     p.add_argument("--device", default="auto")
@@ -332,6 +355,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     sources = load_sources(a.cache)
     specs = [TrainSpec(model=m, modality=mod, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
                        w_cycle=a.w_cycle, ckpt_every=a.ckpt_every,
+                       init=str(Path(a.init) / f"{m}_{mod}.safetensors") if a.init else None,
                        out=str(Path(a.runs) / f"{m}_{mod}"))
              for mod in (a.modality or ["intra"]) for m in (a.model or ["micdir"])]
     trainers = train_lockstep(specs, device=a.device, time_limit_s=a.time_limit, sources=sources)
