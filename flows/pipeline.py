@@ -399,11 +399,13 @@ def register(fixed: str, moving: str, out: str, *, method: str = "affine",
       retry_condition_fn=T.retry_on_transient, cache_policy=NO_CACHE)
 def _train_micdir_task(runs: str, models: list[str], modalities: list[str], steps: int,
                        batch: int, lr: float, seed: int, w_cycle: float,
-                       time_limit: float | None, export: str | None, device: str) -> dict:
+                       time_limit: float | None, export: str | None, device: str,
+                       init: str | None = None) -> dict:
     from medvol.registration.train import TrainSpec, loss_curve_png, train_lockstep
 
     specs = [TrainSpec(model=m, modality=mod, steps=steps, batch=batch, lr=lr, seed=seed,
-                       w_cycle=w_cycle, out=str(Path(runs) / f"{m}_{mod}"))
+                       w_cycle=w_cycle, out=str(Path(runs) / f"{m}_{mod}"),
+                       init=str(Path(init) / f"{m}_{mod}.safetensors") if init else None)
              for mod in modalities for m in models]
     trainers = train_lockstep(specs, device=device, time_limit_s=time_limit)
     hist = {f"{t.spec.model}_{t.spec.modality}": t.history for t in trainers}
@@ -426,11 +428,12 @@ def train_micdir(runs: str = ".cache/registration/runs", *,
                  models: list[str] = ("micdir",), modalities: list[str] = ("intra",),
                  steps: int = 2000, batch: int = 1, lr: float = 1e-4, seed: int = 0,
                  w_cycle: float = 0.0, time_limit: float | None = None,
-                 export: str | None = None, device: str = "auto") -> dict:
+                 export: str | None = None, device: str = "auto", init: str | None = None) -> dict:
     """Train (or resume from checkpoints in ``runs``) MICDIR and/or VoxelMorph on the
     known-deformation MRI pairs (:func:`medvol.registration.train.train_lockstep`); export
     ``<model>_<modality>.safetensors`` into ``export``. Resuming is the trainer's: rerunning
-    continues from the last checkpoint."""
+    continues from the last checkpoint. ``init``: a folder of ``<model>_<modality>.safetensors``
+    to warm-start from (e.g. ``models/weights``; fresh optimiser)."""
     for m in models:
         if m not in ("micdir", "voxelmorph"):
             raise InputError(f"unknown model {m!r}", hint="use micdir and/or voxelmorph")
@@ -438,7 +441,7 @@ def train_micdir(runs: str = ".cache/registration/runs", *,
         if m not in ("intra", "inter"):
             raise InputError(f"unknown modality {m!r}", hint="use intra and/or inter")
     res = _train_micdir_task(runs, list(models), list(modalities), steps, batch, lr, seed,
-                             w_cycle, time_limit, export, device)
+                             w_cycle, time_limit, export, device, init)
     rows = "\n".join(f"| {r['model']} | {r['modality']} | {r['steps']} | {r['seconds']} | "
                      f"{_fmt(r['last_loss'])} |" for r in res["models"])
     _artifact(f"medvol-train-micdir-{_short(Path(runs).resolve())}",

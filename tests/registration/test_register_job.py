@@ -160,3 +160,49 @@ def test_training_resumes_exactly(tmp_path):
     rec3b = t2.step()
     assert rec3b["loss"] == pytest.approx(rec3["loss"], rel=1e-4, abs=1e-6)
     del rng
+
+
+def test_training_warm_start_from_exported_weights(tmp_path):
+    """``init`` loads an exported weights file (its config included), records the steps already
+    done, and the exported result counts them; a resumed run ignores ``init``."""
+    from safetensors import safe_open
+
+    from medvol.registration.train import TrainSpec, Trainer
+
+    from scipy.ndimage import gaussian_filter
+
+    def subj(seed):
+        a = gaussian_filter(np.random.default_rng(seed).standard_normal((16, 16, 16)), 2)
+        a = ((a - a.min()) / np.ptp(a)).astype(np.float32)
+        return {"t1": a, "mask": np.ones_like(a, np.uint8), "labels": (a > 0.5).astype(np.int16)}
+
+    sources = {"mni09a": subj(1), "mni09c": subj(2)}
+    cfg = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
+           "head_channels": [4], "nodes": [2, 2, 2]}
+    first = Trainer(TrainSpec(model="micdir", steps=3, out=str(tmp_path / "a"), config=cfg),
+                    sources=sources, device="cpu")
+    for _ in range(3):
+        first.step()
+    w = first.export(tmp_path / "w.safetensors")
+    # the warm start takes the config from the file, not from the (default) spec
+    spec = TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
+                     init=str(w))
+    t = Trainer(spec, sources=sources, device="cpu")
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(t.model.state_dict()[k], v), k
+    assert t.init_steps == 3
+    t.step()
+    t2 = Trainer(TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
+                           init=str(w)), sources=sources, device="cpu")
+    assert t2.step_no == 1 and t2.init_steps == 3
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(t2.model.state_dict()[k], v), k
+    t2.step()
+    out = t2.export(tmp_path / "w2.safetensors")
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert (meta["steps_done"], meta["init_steps"], meta["steps_this_run"]) == ("5", "3", "2")
+    # weights of the other model are refused
+    vm = TrainSpec(model="voxelmorph", steps=1, out=str(tmp_path / "c"), init=str(w))
+    with pytest.raises(Exception, match="micdir"):
+        Trainer(vm, sources=sources, device="cpu")
