@@ -25,9 +25,10 @@ import numpy as np
 from ..errors import InputError, WeightsError
 
 __all__ = ["TrainSpec", "Trainer", "train", "train_lockstep", "export_weights", "build_model",
-           "loss_curve_png"]
+           "loss_curve_png", "recalibrate_batchnorm", "recalibrate_weights_file"]
 
 WEIGHTS_FORMAT = "medvol-registration-1"
+BN_SEED = 777  # pair stream for BatchNorm recalibration (training subjects; training runs use small seeds)
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Trainer:
             self.init_steps = 0
         self.opt = torch.optim.Adam(self.model.parameters(), lr=spec.lr)
         sources = sources if sources is not None else load_sources()
+        self.sources = sources
         self.sampler = PairSampler(sources, modality=spec.modality, seed=spec.seed, device=device)
         self.similarity = _similarity(spec.sim())
         self.step_no = 0
@@ -222,11 +224,85 @@ class Trainer:
     def done(self) -> bool:
         return self.step_no >= self.spec.steps
 
-    def export(self, path, *, overwrite: bool = False) -> Path:
-        return export_weights(self.model, path, spec=self.spec, extra={
+    def export(self, path, *, overwrite: bool = False, bn_pairs: int = 48) -> Path:
+        """Write the shippable weights; nets with BatchNorm (MICDIR) first get their running
+        statistics re-estimated on ``bn_pairs`` training pairs (:func:`recalibrate_batchnorm`,
+        on a copy: the training state is untouched)."""
+        import copy
+
+        import torch
+
+        from .data import PairSampler
+
+        model = self.model
+        extra_bn = {}
+        if bn_pairs > 0 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                for m in model.modules()):
+            model = copy.deepcopy(self.model)
+            sampler = PairSampler(self.sources, modality=self.spec.modality, seed=BN_SEED,
+                                  device=self.device)
+            recalibrate_batchnorm(model, sampler, bn_pairs)
+            extra_bn = {"bn_recalibrated_pairs": str(bn_pairs), "bn_recalibrated_seed": str(BN_SEED)}
+        return export_weights(model, path, spec=self.spec, extra={**extra_bn,
             "steps_done": self.step_no + self.init_steps, "steps_this_run": self.step_no,
             "init_steps": self.init_steps, "train_seconds": round(self.t_train, 1),
             "device": str(self.device)}, overwrite=overwrite)
+
+
+def recalibrate_batchnorm(model, sampler, pairs: int = 48) -> int:
+    """Re-estimate the BatchNorm running statistics under the *inference* behaviour.
+
+    MICDIR's graph layers (BatchNorm1d in the GCN) see, in training, an adjacency built from the
+    SCG's noisy sample ``z = μ + exp(logvar)·ε`` (the KL term of the released code pulls that
+    std towards 1), but at inference ``z = μ``: the running statistics collected in training do
+    not describe the deterministic path, and the eval-mode field comes out too large. This runs
+    ``pairs`` training pairs (both directions) through the net with the SCG and dropout in eval
+    mode and only the BatchNorm layers collecting a cumulative average, then returns the net to
+    eval mode. Training data only; no held-out pair is touched. Returns the number of BatchNorm
+    layers updated (0 for nets without BatchNorm, e.g. VoxelMorph).
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+        bn.train()
+    with torch.no_grad():
+        for _ in range(int(pairs)):
+            x, y = sampler.sample(1)
+            model(x, y)
+            model(y, x)
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+    return len(bns)
+
+
+def recalibrate_weights_file(path, *, pairs: int = 48, seed: int = BN_SEED, sources=None) -> Path:
+    """:func:`recalibrate_batchnorm` on a weights file in place (atomic); metadata keeps
+    everything and gains ``bn_recalibrated_pairs``/``bn_recalibrated_seed``."""
+    from safetensors.torch import save_file
+
+    from .._atomic import atomic_path
+    from .._safetensors import read_safetensors
+    from .data import PairSampler, load_sources
+    from .learned import load_model
+
+    meta, _ = read_safetensors(Path(path), retrain_hint="retrain with `medvol train micdir`")
+    model, _ = load_model(meta.get("model", "micdir"), meta.get("modality", "intra"), path=path)
+    sampler = PairSampler(sources if sources is not None else load_sources(),
+                          modality=meta.get("modality", "intra"), seed=seed)
+    recalibrate_batchnorm(model, sampler, pairs)
+    meta = {**meta, "bn_recalibrated_pairs": str(pairs), "bn_recalibrated_seed": str(seed)}
+    tensors = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().contiguous()
+               for k, v in model.state_dict().items()}
+    with atomic_path(Path(path), overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
 
 
 def export_weights(model, path, *, spec: TrainSpec, extra: dict | None = None,

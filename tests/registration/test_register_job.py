@@ -188,8 +188,13 @@ def test_training_warm_start_from_exported_weights(tmp_path):
     spec = TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
                      init=str(w))
     t = Trainer(spec, sources=sources, device="cpu")
+    from safetensors.torch import load_file
+
+    ref = load_file(str(w))  # exported = trained weights + BatchNorm stats of the inference path
     for k, v in first.model.state_dict().items():
-        assert torch.equal(t.model.state_dict()[k], v), k
+        assert torch.equal(t.model.state_dict()[k], ref[k]), k
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(ref[k], v), k
     assert t.init_steps == 3
     t.step()
     t2 = Trainer(TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
@@ -206,3 +211,39 @@ def test_training_warm_start_from_exported_weights(tmp_path):
     vm = TrainSpec(model="voxelmorph", steps=1, out=str(tmp_path / "c"), init=str(w))
     with pytest.raises(Exception, match="micdir"):
         Trainer(vm, sources=sources, device="cpu")
+
+
+def test_batchnorm_recalibration_matches_the_inference_path(tmp_path):
+    """After :func:`recalibrate_batchnorm` the GCN BatchNorm running mean is the mean of the
+    features the *eval-mode* (deterministic SCG) path feeds it — not the noisy training path."""
+    from scipy.ndimage import gaussian_filter
+
+    from medvol.models.micdir import MICDIR, MICDIRConfig
+    from medvol.registration.data import PairSampler
+    from medvol.registration.train import recalibrate_batchnorm
+
+    def subj(seed):
+        a = gaussian_filter(np.random.default_rng(seed).standard_normal((16, 16, 16)), 2)
+        a = ((a - a.min()) / np.ptp(a)).astype(np.float32)
+        return {"t1": a, "mask": np.ones_like(a, np.uint8), "labels": (a > 0.5).astype(np.int16)}
+
+    sources = {"mni09a": subj(1), "mni09c": subj(2)}
+    torch.manual_seed(0)
+    net = MICDIR(MICDIRConfig(enc_channels=(4, 8, 8), enc_strides=(1, 2, 2), dec_channels=8,
+                              head_channels=(4,), nodes=(2, 2, 2)))
+    seen = []
+    hook = net.gcn1.linear.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    assert recalibrate_batchnorm(net, PairSampler(sources, seed=5), pairs=3) == 2
+    hook.remove()
+    assert not net.training and net.gcn1.bn.momentum == 0.1
+    feats = torch.cat([o.reshape(-1, o.shape[-1]) for o in seen])      # (pairs*2*N, F)
+    torch.testing.assert_close(net.gcn1.bn.running_mean, feats.mean(0), rtol=1e-4, atol=1e-5)
+    # the inputs were the deterministic path: running the same pair twice in eval gives equal outputs
+    x, y = PairSampler(sources, seed=5).sample(1)
+    with torch.no_grad():
+        a, b = net(x, y)["ddf"], net(x, y)["ddf"]
+    assert torch.equal(a, b)
+    # nets without BatchNorm are left alone
+    from medvol.models.voxelmorph import VoxelMorphNet
+
+    assert recalibrate_batchnorm(VoxelMorphNet(), PairSampler(sources, seed=5), pairs=1) == 0
