@@ -134,10 +134,8 @@ def test_micdir_register_job_shipped_weights(tmp_path):
     assert (out / "displacement.h5").is_file()
 
 
-def test_training_resumes_exactly(tmp_path):
-    from medvol.registration.train import TrainSpec, Trainer
-
-    rng = np.random.default_rng(0)
+def _tiny_sources():
+    """Two smooth random 16³ 'subjects' standing in for the training templates."""
     from scipy.ndimage import gaussian_filter
 
     def subj(seed):
@@ -145,7 +143,13 @@ def test_training_resumes_exactly(tmp_path):
         a = ((a - a.min()) / np.ptp(a)).astype(np.float32)
         return {"t1": a, "mask": np.ones_like(a, np.uint8), "labels": (a > 0.5).astype(np.int16)}
 
-    sources = {"mni09a": subj(1), "mni09c": subj(2)}
+    return {"mni09a": subj(1), "mni09c": subj(2)}
+
+
+def test_training_resumes_exactly(tmp_path):
+    from medvol.registration.train import TrainSpec, Trainer
+
+    sources = _tiny_sources()
     cfg = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
            "head_channels": [4], "nodes": [2, 2, 2]}
     spec = TrainSpec(model="micdir", steps=10, ckpt_every=2, out=str(tmp_path / "run"), config=cfg)
@@ -159,7 +163,6 @@ def test_training_resumes_exactly(tmp_path):
         assert torch.equal(v, state2[k]), k
     rec3b = t2.step()
     assert rec3b["loss"] == pytest.approx(rec3["loss"], rel=1e-4, abs=1e-6)
-    del rng
 
 
 def test_training_warm_start_from_exported_weights(tmp_path):
@@ -169,14 +172,7 @@ def test_training_warm_start_from_exported_weights(tmp_path):
 
     from medvol.registration.train import TrainSpec, Trainer
 
-    from scipy.ndimage import gaussian_filter
-
-    def subj(seed):
-        a = gaussian_filter(np.random.default_rng(seed).standard_normal((16, 16, 16)), 2)
-        a = ((a - a.min()) / np.ptp(a)).astype(np.float32)
-        return {"t1": a, "mask": np.ones_like(a, np.uint8), "labels": (a > 0.5).astype(np.int16)}
-
-    sources = {"mni09a": subj(1), "mni09c": subj(2)}
+    sources = _tiny_sources()
     cfg = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
            "head_channels": [4], "nodes": [2, 2, 2]}
     first = Trainer(TrainSpec(model="micdir", steps=3, out=str(tmp_path / "a"), config=cfg),
@@ -216,18 +212,11 @@ def test_training_warm_start_from_exported_weights(tmp_path):
 def test_batchnorm_recalibration_matches_the_inference_path(tmp_path):
     """After :func:`recalibrate_batchnorm` the GCN BatchNorm running mean is the mean of the
     features the *eval-mode* (deterministic SCG) path feeds it — not the noisy training path."""
-    from scipy.ndimage import gaussian_filter
-
     from medvol.models.micdir import MICDIR, MICDIRConfig
     from medvol.registration.data import PairSampler
     from medvol.registration.train import recalibrate_batchnorm
 
-    def subj(seed):
-        a = gaussian_filter(np.random.default_rng(seed).standard_normal((16, 16, 16)), 2)
-        a = ((a - a.min()) / np.ptp(a)).astype(np.float32)
-        return {"t1": a, "mask": np.ones_like(a, np.uint8), "labels": (a > 0.5).astype(np.int16)}
-
-    sources = {"mni09a": subj(1), "mni09c": subj(2)}
+    sources = _tiny_sources()
     torch.manual_seed(0)
     net = MICDIR(MICDIRConfig(enc_channels=(4, 8, 8), enc_strides=(1, 2, 2), dec_channels=8,
                               head_channels=(4,), nodes=(2, 2, 2)))
