@@ -15,7 +15,6 @@ Learned methods start from the affine SimpleITK result by default, like the B-sp
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
