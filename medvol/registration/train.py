@@ -230,19 +230,16 @@ class Trainer:
         on a copy: the training state is untouched)."""
         import copy
 
-        import torch
-
         from .data import PairSampler
 
-        model = self.model
-        extra_bn = {}
-        if bn_pairs > 0 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                for m in model.modules()):
+        model, extra_bn = self.model, {}
+        if bn_pairs > 0:
             model = copy.deepcopy(self.model)
             sampler = PairSampler(self.sources, modality=self.spec.modality, seed=BN_SEED,
                                   device=self.device)
-            recalibrate_batchnorm(model, sampler, bn_pairs)
-            extra_bn = {"bn_recalibrated_pairs": str(bn_pairs), "bn_recalibrated_seed": str(BN_SEED)}
+            if recalibrate_batchnorm(model, sampler, bn_pairs):
+                extra_bn = {"bn_recalibrated_pairs": str(bn_pairs),
+                            "bn_recalibrated_seed": str(BN_SEED)}
         return export_weights(model, path, spec=self.spec, extra={**extra_bn,
             "steps_done": self.step_no + self.init_steps, "steps_this_run": self.step_no,
             "init_steps": self.init_steps, "train_seconds": round(self.t_train, 1),
@@ -282,25 +279,30 @@ def recalibrate_batchnorm(model, sampler, pairs: int = 48) -> int:
     return len(bns)
 
 
-def recalibrate_weights_file(path, *, pairs: int = 48, seed: int = BN_SEED, sources=None) -> Path:
+def recalibrate_weights_file(path, *, method: str = "micdir", pairs: int = 48, seed: int = BN_SEED,
+                             sources=None) -> Path:
     """:func:`recalibrate_batchnorm` on a weights file in place (atomic); metadata keeps
     everything and gains ``bn_recalibrated_pairs``/``bn_recalibrated_seed``."""
-    from safetensors.torch import save_file
-
-    from .._atomic import atomic_path
-    from .._safetensors import read_safetensors
     from .data import PairSampler, load_sources
     from .learned import load_model
 
-    meta, _ = read_safetensors(Path(path), retrain_hint="retrain with `medvol train micdir`")
-    model, _ = load_model(meta.get("model", "micdir"), meta.get("modality", "intra"), path=path)
+    model, meta = load_model(method, path=path)
     sampler = PairSampler(sources if sources is not None else load_sources(),
                           modality=meta.get("modality", "intra"), seed=seed)
     recalibrate_batchnorm(model, sampler, pairs)
     meta = {**meta, "bn_recalibrated_pairs": str(pairs), "bn_recalibrated_seed": str(seed)}
-    tensors = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().contiguous()
+    return _save_weights(model, path, meta, overwrite=True)
+
+
+def _save_weights(model, path, meta: dict, *, overwrite: bool) -> Path:
+    """float32 state dict + string metadata as safetensors, written atomically."""
+    from safetensors.torch import save_file
+
+    from .._atomic import atomic_path
+
+    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
-    with atomic_path(Path(path), overwrite=True) as tmp:
+    with atomic_path(Path(path), overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
 
@@ -309,9 +311,6 @@ def export_weights(model, path, *, spec: TrainSpec, extra: dict | None = None,
                    overwrite: bool = False) -> Path:
     """Write the shippable ``.safetensors``: float32 weights + metadata (model name, config,
     grid, modality, similarity, training settings)."""
-    from safetensors.torch import save_file
-
-    from .._atomic import atomic_path
     from .data import GRID_SHAPE, GRID_SPACING
 
     meta = {"format": WEIGHTS_FORMAT, "model": spec.model, "config": json.dumps(model.config.to_dict()),
@@ -319,11 +318,7 @@ def export_weights(model, path, *, spec: TrainSpec, extra: dict | None = None,
             "modality": spec.modality, "similarity": spec.sim(),
             "train": json.dumps({k: v for k, v in spec.__dict__.items() if k not in ("out", "config")}),
             **{k: str(v) for k, v in (extra or {}).items()}}
-    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-               for k, v in model.state_dict().items()}
-    with atomic_path(Path(path), overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return Path(path)
+    return _save_weights(model, path, meta, overwrite=overwrite)
 
 
 def loss_curve_png(histories: dict[str, list[dict]], path, *, key: str = "loss",
