@@ -33,7 +33,9 @@ def register(
     prealign: bool = typer.Option(True, help="Affine pre-alignment (SimpleITK) before a learned "
                                   "method, as the B-spline baseline does; --no-prealign feeds the "
                                   "images to the net as they lie in physical space."),
-    seed: int = typer.Option(0, help="Seed for the classical optimisers' sampling."),
+    seed: int = typer.Option(0, min=0, help="Metric-sampling seed of the SimpleITK optimisers "
+                                             "(affine, B-spline, the learned methods' affine start); "
+                                             "same seed, same result."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Register MOVING onto FIXED and write a Slicer-ready displacement field and report."""

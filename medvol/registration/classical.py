@@ -5,6 +5,10 @@ follow SimpleITK's ``ImageRegistrationMethodBSpline1`` example (control mesh 8 p
 LBFGSB with gradient tolerance 1e-5, 100 iterations, 5 corrections, 1000 function evaluations,
 cost factor 1e7, linear interpolation), initialised by the affine result.
 
+Metric sampling is random but seeded: the same ``seed`` gives the same result (to the last few
+digits of multi-threaded sums). SimpleITK reads a sampling seed of 0 as "seed from the wall
+clock", so medvol passes ``seed + 1`` (:func:`sitk_seed`); every medvol seed is reproducible.
+
 Every function returns the **resampling** transform (fixed point → moving point, LPS mm) and
 :func:`transform_to_field` turns any SimpleITK transform into a ``(z, y, x, 3)`` LPS-mm field on the
 fixed grid — the same convention as :func:`medvol.io.write_displacement_field`.
@@ -17,7 +21,15 @@ from ..errors import InputError
 from ..volume import Volume
 
 __all__ = ["affine_transform", "bspline_transform", "transform_to_field", "register_affine",
-           "register_bspline"]
+           "register_bspline", "sitk_seed"]
+
+
+def sitk_seed(seed: int) -> int:
+    """medvol seed (any int ≥ 0) → SimpleITK sampling seed, never 0 (0 means wall clock there)."""
+    seed = int(seed)
+    if seed < 0:
+        raise InputError(f"seed must be ≥ 0, got {seed}", hint="pass a non-negative integer seed")
+    return seed % (2**32 - 2) + 1
 
 
 def _img(vol: Volume):
@@ -46,7 +58,7 @@ def affine_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", iter
     reg = sitk.ImageRegistrationMethod()
     _metric(reg, metric)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, seed)
+    reg.SetMetricSamplingPercentage(0.25, sitk_seed(seed))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4,
                                                  numberOfIterations=iterations,
@@ -75,7 +87,7 @@ def bspline_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", mes
     reg = sitk.ImageRegistrationMethod()
     _metric(reg, metric)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(sampling, seed)
+    reg.SetMetricSamplingPercentage(sampling, sitk_seed(seed))
     reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations,
                              maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=1000,
                              costFunctionConvergenceFactor=1e7)

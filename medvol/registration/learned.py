@@ -118,8 +118,11 @@ def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = 
 
 def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", weights=None, prealign: bool = False,
-                     model=None, meta=None, device: str = "cpu") -> LearnedResult:
-    """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid."""
+                     model=None, meta=None, device: str = "cpu", seed: int = 0) -> LearnedResult:
+    """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid.
+
+    ``seed``: the affine pre-alignment's metric-sampling seed (same seed, same result).
+    """
     import time
 
     import SimpleITK as sitk
@@ -136,7 +139,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     grid = _centroid_grid(fixed, shape, spacing)
     aff = None
     if prealign:
-        aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi")
+        aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi",
+                              seed=seed)
     f = resample_to(fixed, grid)
     if aff is None:
         m = resample_to(moving, grid)

@@ -73,6 +73,8 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     weights : optional weights file for the learned methods.
     prealign : learned methods: start from an affine SimpleITK registration (default, as the
         B-spline baseline does and as the paper's affinely pre-aligned data assume).
+    seed : metric-sampling seed of the SimpleITK optimisers (affine, B-spline and the learned
+        methods' affine start); the same seed reproduces the same field.
 
     Returns
     -------
@@ -92,7 +94,7 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         from .learned import register_learned
 
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
-                             prealign=prealign)
+                             prealign=prealign, seed=seed)
         u = r.disp_mm
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
