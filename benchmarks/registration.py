@@ -19,6 +19,17 @@ import argparse
 import numpy as np
 
 
+def paired_bootstrap_ci(x, y, *, n_boot: int = 20_000, level: float = 0.95, seed: int = 0):
+    """Mean of the paired differences ``x - y`` and its percentile bootstrap CI (resampling pairs)."""
+    d = np.asarray(x, float) - np.asarray(y, float)
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(d.mean()), float(lo), float(hi)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=2, help="pairs per subject and modality")
@@ -90,15 +101,19 @@ def main() -> None:
     for r in rows:
         print(f"{r[0]:8s} {r[1]:10s} {r[2]:9.4f} {r[3]:9.4f} {r[4]:10.4f} {r[5]:7.3f} {r[6]:7.3f} "
               f"{r[7]:7.2f} {r[8]:5d}")
-    print("\nMargins (mean Dice over structures and pairs; per-pair wins by mean Dice of the pair):")
+    print("\nMargins: difference of mean Dice over structures and pairs; per-pair wins and the paired "
+          "mean difference of per-pair mean Dice with its 95 % bootstrap CI over pairs:")
     for mod in a.modalities.split(","):
         d = {r[1]: r for r in rows if r[0] == mod}
         for x, y in (("micdir", "voxelmorph"), ("micdir", "affine"), ("voxelmorph", "affine"),
                      ("bspline", "micdir")):
             if x in d and y in d:
-                wins = sum(px >= py for px, py in zip(per_pair[(mod, x)], per_pair[(mod, y)]))
+                px_, py_ = per_pair[(mod, x)], per_pair[(mod, y)]
+                wins = sum(a_ >= b_ for a_, b_ in zip(px_, py_))
+                md, lo, hi = paired_bootstrap_ci(px_, py_)
                 print(f"  {mod:5s} {x} - {y}: {d[x][2] - d[y][2]:+.4f}  "
-                      f"({wins}/{len(per_pair[(mod, x)])} pairs {x} >= {y})")
+                      f"({wins}/{len(px_)} pairs {x} >= {y}; paired {md:+.4f}, 95 % CI "
+                      f"[{lo:+.4f}, {hi:+.4f}])")
 
 
 if __name__ == "__main__":
