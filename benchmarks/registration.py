@@ -7,7 +7,7 @@ Prints Dice (mean ± std over structures and pairs, structures ≥ 50 voxels), f
 inside the brain), inverse-consistency error (mm, both directions registered) and seconds per pair.
 
     python benchmarks/registration.py [--pairs 2] [--methods affine,bspline,voxelmorph,micdir]
-                                      [--no-prealign] [--no-ic]
+                                      [--no-prealign] [--no-ic] [--weights DIR]
 
 Learned methods start from the affine SimpleITK result by default, like the B-spline baseline
 (the paper's data were affinely pre-aligned); ``--no-prealign`` feeds the nets the raw pair.
@@ -15,6 +15,7 @@ Learned methods start from the affine SimpleITK result by default, like the B-sp
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,9 @@ def main() -> None:
     ap.add_argument("--no-prealign", dest="prealign", action="store_false",
                     help="learned methods without the affine start (default: affine-initialised, like "
                          "B-spline, as the paper's affinely pre-aligned data)")
+    ap.add_argument("--weights", default=None,
+                    help="folder of <method>_<modality>.safetensors to use instead of the shipped "
+                         "weights (e.g. an export folder of a training run)")
     a = ap.parse_args()
     import torch
 
@@ -70,7 +74,10 @@ def main() -> None:
             stats["before"]["dice_pairs"].append(np.mean(list(d0.values())))
             sp = tuple(reversed(ref.spacing))
             for m in methods:
-                r = register_volumes(f, mv, method=m, modality=mod, labels=ml, prealign=a.prealign)
+                w = (Path(a.weights) / f"{m}_{mod}.safetensors"
+                     if a.weights and m in ("micdir", "voxelmorph") else None)
+                r = register_volumes(f, mv, method=m, modality=mod, labels=ml, prealign=a.prealign,
+                                     weights=w)
                 d = dice_per_structure(r.warped_labels.array, p["fixed_labels"], min_voxels=50)
                 s = stats[m]
                 s["dice"] += list(d.values())
@@ -78,7 +85,8 @@ def main() -> None:
                 s["fold"].append(folding_percent(r.disp_mm, sp, ref.direction, mask=mask))
                 s["sec"].append(r.seconds)
                 if not a.no_ic:
-                    rb = register_volumes(mv, f, method=m, modality=mod, prealign=a.prealign)
+                    rb = register_volumes(mv, f, method=m, modality=mod, prealign=a.prealign,
+                                          weights=w)
                     s["ic"].append(inverse_consistency_error(lps_mm_to_voxel_ddf(r.disp_mm, ref),
                                                              lps_mm_to_voxel_ddf(rb.disp_mm, ref), sp,
                                                              mask=mask))
@@ -93,6 +101,7 @@ def main() -> None:
                          np.mean(s["sec"]) if s["sec"] else 0.0, len(s["dice_pairs"])))
     print(f"\nPairs: subjects {a.subjects} (fsl152, mni09c: DK labels; stroke: tissue; mni09a: GM/WM), "
           f"deformation seeds from {a.seed}; grid 64x80x64 @ 2.5 mm")
+    print(f"weights: {a.weights or 'shipped (models/weights)'}")
     print("learned methods " + ("start from the affine result (s/pair includes it)" if a.prealign
                                 else "without affine start (--no-prealign)")
           + "; B-spline is always affine-initialised")
