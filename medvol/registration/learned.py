@@ -140,7 +140,7 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     aff = None
     if prealign:
         aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi",
-                              seed=seed)
+                               seed=seed)
     f = resample_to(fixed, grid)
     if aff is None:
         m = resample_to(moving, grid)
