@@ -230,16 +230,11 @@ class Trainer:
         on a copy: the training state is untouched)."""
         import copy
 
-        from .data import PairSampler
-
         model, extra_bn = self.model, {}
         if bn_pairs > 0:
             model = copy.deepcopy(self.model)
-            sampler = PairSampler(self.sources, modality=self.spec.modality, seed=BN_SEED,
-                                  device=self.device)
-            if recalibrate_batchnorm(model, sampler, bn_pairs):
-                extra_bn = {"bn_recalibrated_pairs": str(bn_pairs),
-                            "bn_recalibrated_seed": str(BN_SEED)}
+            extra_bn = _recalibrate_on_training_pairs(model, self.sources, self.spec.modality,
+                                                      bn_pairs, BN_SEED, self.device)
         return export_weights(model, path, spec=self.spec, extra={**extra_bn,
             "steps_done": self.step_no + self.init_steps, "steps_this_run": self.step_no,
             "init_steps": self.init_steps, "train_seconds": round(self.t_train, 1),
@@ -264,6 +259,7 @@ def recalibrate_batchnorm(model, sampler, pairs: int = 48) -> int:
     if not bns:
         return 0
     model.eval()
+    momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
@@ -273,24 +269,35 @@ def recalibrate_batchnorm(model, sampler, pairs: int = 48) -> int:
             x, y = sampler.sample(1)
             model(x, y)
             model(y, x)
-    for bn in bns:
-        bn.momentum = 0.1
+    for bn, mom in zip(bns, momenta):
+        bn.momentum = mom
     model.eval()
     return len(bns)
+
+
+def _recalibrate_on_training_pairs(model, sources, modality: str, pairs: int, seed: int,
+                                   device="cpu") -> dict:
+    """:func:`recalibrate_batchnorm` on the ``seed`` stream of training pairs; returns the weights
+    metadata that records it (empty when the net has no BatchNorm)."""
+    from .data import PairSampler
+
+    sampler = PairSampler(sources, modality=modality, seed=seed, device=device)
+    if not recalibrate_batchnorm(model, sampler, pairs):
+        return {}
+    return {"bn_recalibrated_pairs": str(pairs), "bn_recalibrated_seed": str(seed)}
 
 
 def recalibrate_weights_file(path, *, method: str = "micdir", pairs: int = 48, seed: int = BN_SEED,
                              sources=None) -> Path:
     """:func:`recalibrate_batchnorm` on a weights file in place (atomic); metadata keeps
-    everything and gains ``bn_recalibrated_pairs``/``bn_recalibrated_seed``."""
-    from .data import PairSampler, load_sources
+    everything and gains ``bn_recalibrated_pairs``/``bn_recalibrated_seed`` (nets with BatchNorm)."""
+    from .data import load_sources
     from .learned import load_model
 
     model, meta = load_model(method, path=path)
-    sampler = PairSampler(sources if sources is not None else load_sources(),
-                          modality=meta.get("modality", "intra"), seed=seed)
-    recalibrate_batchnorm(model, sampler, pairs)
-    meta = {**meta, "bn_recalibrated_pairs": str(pairs), "bn_recalibrated_seed": str(seed)}
+    meta = {**meta, **_recalibrate_on_training_pairs(
+        model, sources if sources is not None else load_sources(), meta.get("modality", "intra"),
+        pairs, seed)}
     return _save_weights(model, path, meta, overwrite=True)
 
 
