@@ -39,11 +39,13 @@ scaled by ``image_scale`` and the data by ``image_scale·‖A‖`` so that ``A_n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["PDUNet", "LearnedPrimalDual", "UNet", "DualBlock", "pdunet_config",
+__all__ = ["PDUNet", "LearnedPrimalDual", "PDUNetConfig", "LPDConfig", "UNet", "DualBlock", "pdunet_config",
            "count_parameters", "unet_flops"]
 
 
@@ -136,6 +138,49 @@ def pdunet_config(width: int = 32, depth: int = 4, n_primal: int = 4, n_dual: in
     """Configuration dict of :class:`PDUNet` (the paper's defaults)."""
     return dict(width=int(width), depth=int(depth), n_primal=int(n_primal), n_dual=int(n_dual),
                 n_iter=int(n_iter), dual_width=int(dual_width))
+
+
+@dataclass
+class PDUNetConfig:
+    """Architecture of :class:`PDUNet` (defaults: the paper; the shipped CPU weights use
+    ``width=16``). :meth:`validate` bounds every size."""
+
+    width: int = 32
+    depth: int = 4
+    n_primal: int = 4
+    n_dual: int = 5
+    n_iter: int = 2
+    dual_width: int = 32
+
+    def validate(self) -> "PDUNetConfig":
+        from .micdir import _bound
+
+        _bound("width", self.width, 1, 128)
+        _bound("depth", self.depth, 1, 6)
+        _bound("n_primal", self.n_primal, 1, 32)
+        _bound("n_dual", self.n_dual, 1, 32)
+        _bound("n_iter", self.n_iter, 1, 20)
+        _bound("dual_width", self.dual_width, 1, 256)
+        return self
+
+
+@dataclass
+class LPDConfig:
+    """Architecture of :class:`LearnedPrimalDual` (Adler & Öktem's defaults)."""
+
+    n_iter: int = 10
+    n_primal: int = 5
+    n_dual: int = 5
+    width: int = 32
+
+    def validate(self) -> "LPDConfig":
+        from .micdir import _bound
+
+        _bound("n_iter", self.n_iter, 1, 50)
+        _bound("n_primal", self.n_primal, 1, 32)
+        _bound("n_dual", self.n_dual, 1, 32)
+        _bound("width", self.width, 1, 256)
+        return self
 
 
 class PDUNet(nn.Module):

@@ -25,15 +25,46 @@ from the transformed image (re-projection / re-NUFFT).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["TASKS", "Task", "get_task", "ct_slices", "mri_slices", "sample_augmentation",
+DATA_ENV = "MEDVOL_DATA"
+
+__all__ = ["DATA_ENV", "resolve_data_root", "TASKS", "Task", "get_task", "ct_slices", "mri_slices", "sample_augmentation",
            "apply_augmentation", "simulate_sparse", "make_batch", "image_scale", "volume_slices"]
+
+def resolve_data_root(data: str | os.PathLike | None, *, need: Sequence[str] = ()) -> Path:
+    """The folder of training data: ``data`` if given, else the environment variable
+    ``MEDVOL_DATA``.
+
+    ``need``: sub-paths (e.g. ``"dicom/ct_head_ge_tilt"``) that must exist below the root.
+    Raises :class:`InputError` naming ``--data`` and ``MEDVOL_DATA`` when no root is given, the
+    root is not a folder, or a needed sub-path is missing. Library code never guesses a location.
+    """
+    if data is None or str(data) == "":
+        env = os.environ.get(DATA_ENV, "")
+        if not env:
+            raise InputError("no training data folder given",
+                             hint=f"pass --data DIR (or data=...) or set {DATA_ENV}=DIR")
+        root, src = Path(env).expanduser(), f"${DATA_ENV}"
+    else:
+        root, src = Path(data).expanduser(), "--data"
+    if not root.is_dir():
+        raise InputError(f"training data folder {root} ({src}) is not a folder",
+                         path=root, hint=f"pass --data DIR or set {DATA_ENV}")
+    for sub in need:
+        if not (root / sub).exists():
+            raise InputError(f"training data folder {root} ({src}) lacks {sub}",
+                             path=root / sub,
+                             hint="see `medvol train --help` for the expected folder layout")
+    return root
+
 
 _REPO = Path(__file__).resolve().parents[2]
 CT_DIRS = (_REPO / "sample_data" / "dicom" / "ct_head_ge_tilt",

@@ -15,7 +15,7 @@ log = logging.getLogger("medvol.learned")
 
 @functools.lru_cache(maxsize=8)
 def _cached(name: str):
-    from .weights import load_pretrained
+    from ._legacy_weights import load_pretrained
 
     return load_pretrained(name)
 

@@ -96,7 +96,7 @@ def train(task: str, arch: str = "pdunet", *, steps: int = 2000, batch: int = 4,
     import torch
 
     from .data import ct_slices, get_task, image_scale, make_batch, mri_slices
-    from .weights import build_model, save_weights
+    from ._legacy_weights import build_model, save_weights
 
     torch.set_num_threads(int(threads))
     t_task = get_task(task)
