@@ -6,6 +6,12 @@
 * :mod:`.trainer` — one resumable training loop (:func:`train_loop`) and :func:`save_loss_curve`.
 * :mod:`.data` — :func:`resolve_data_root` (``--data DIR`` / ``MEDVOL_DATA``) and the PD-UNet
   training tasks.
+* :mod:`.zoo` — the registry entries of the built-in models (``pdunet``, ``lpd``, ``micdir``,
+  ``voxelmorph``).
+
+Model-specific jobs live with their method: PD-UNet/LPD inference and training in
+:mod:`medvol.recon.pdunet`, MICDIR/VoxelMorph in :mod:`medvol.registration`. This package
+imports neither (no cycles).
 
 Importing this package is cheap (torch loads on first use).
 """
@@ -21,18 +27,10 @@ _API = {
     "TrainResult": "trainer", "train_loop": "trainer", "save_loss_curve": "trainer",
     "resolve_data_root": "data",
 }
-# TEMPORARY (until the migration commit): the old PD-UNet API
-_LEGACY = {"TomoOperator": "operator", "pdunet_reconstruct": "inference",
-           "pdunet_reconstruct_kspace": "inference", "kspace_to_model_input": "inference",
-           "load_pretrained": "_legacy_weights", "PRETRAINED": "_legacy_weights",
-           "load_weights": "_legacy_weights", "save_weights": "_legacy_weights"}
-
 __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
-    if name in _LEGACY:
-        return getattr(importlib.import_module(f".{_LEGACY[name]}", __name__), name)
     if name in _API:
         return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'medvol.learned' has no attribute {name!r}")

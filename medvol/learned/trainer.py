@@ -210,7 +210,8 @@ def train_loop(run_dir, *, model, optimizer, step_fn: Callable, steps: int, seed
     steps : total number of steps of the run (a resumed run trains the remainder).
     seed : seeds the numpy generator and, for a fresh run, torch and Python ``random``.
     checkpoint_every : steps between checkpoints (one is always written when the call ends).
-    time_limit_s : stop (checkpointed) after this many seconds of this call.
+    time_limit_s : stop (checkpointed) once this many seconds of this call have passed (checked
+        before each step; every call trains at least one step).
     log_every : steps between progress lines (mean of the window).
     progress : ``True`` prints, ``False`` is silent, a callable receives each line.
     config : JSON-serialisable description of the run, stored in the checkpoint; resuming with
@@ -249,7 +250,8 @@ def train_loop(run_dir, *, model, optimizer, step_fn: Callable, steps: int, seed
     window: list[float] = []
     params = [p for g in optimizer.param_groups for p in g["params"]]
     while step < int(steps):
-        if time_limit_s is not None and time.perf_counter() - t_call > float(time_limit_s):
+        if (time_limit_s is not None and step > resumed
+                and time.perf_counter() - t_call > float(time_limit_s)):
             _say(progress, f"time limit reached at step {step}/{steps}; rerun to resume")
             break
         t0 = time.perf_counter()

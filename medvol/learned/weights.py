@@ -51,7 +51,7 @@ def read_header(path, *, retrain_hint: str = _RETRAIN) -> tuple[dict, dict]:
     if not p.is_file():
         raise WeightsError("weights file not found", path=p, hint=retrain_hint)
     size = p.stat().st_size
-    bad = "not a safetensors file or truncated"
+    bad = "corrupted, truncated or not a safetensors file"
     with open(p, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
@@ -324,10 +324,3 @@ def shipped_weights(name: str) -> Path:
                            hint="give a .safetensors path or reinstall medvol")
     return p
 
-
-def __getattr__(name):   # TEMPORARY: the old PD-UNet names until the migration commit
-    if name in ("PRETRAINED", "WEIGHTS_DIR", "load_pretrained"):
-        from . import _legacy_weights
-
-        return getattr(_legacy_weights, name)
-    raise AttributeError(name)

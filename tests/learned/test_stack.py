@@ -256,7 +256,7 @@ def test_time_limit_and_config_mismatch(tmp_path):
     m, opt, _, fn = _setup()
     r = train_loop(tmp_path / "t", model=m, optimizer=opt, step_fn=fn, steps=5, time_limit_s=0.0,
                    progress=False, config={"a": 1})
-    assert r.steps_done == 0 and not r.finished
+    assert r.steps_done == 1 and not r.finished          # at least one step per call
     assert (tmp_path / "t" / "checkpoint.safetensors").is_file()
     with pytest.raises(InputError, match="different config"):
         train_loop(tmp_path / "t", model=m, optimizer=opt, step_fn=fn, steps=5, progress=False,
