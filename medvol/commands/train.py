@@ -56,7 +56,7 @@ def train_micdir(
 ) -> None:
     """Train MICDIR (and the VoxelMorph baseline) on known-deformation MRI pairs.
 
-    Example: medvol train micdir --data ../shared/data --steps 500 --modality intra --export weights/
+    Example: medvol train micdir --data DATA_DIR --steps 500 --modality intra --export weights/
     """
     from ..registration.train import train_registration
 

@@ -31,7 +31,7 @@ def train_pdunet(
 ) -> None:
     """Train PD-UNet / LPD on real CT or MRI slices with rotation augmentation.
 
-    Example: medvol train pdunet --data ../shared/data --task ct_x16 --steps 1500
+    Example: medvol train pdunet --data DATA_DIR --task ct_x16 --steps 1500
     --export weights/pdunet_ct_x16.safetensors
     """
     from ..recon.pdunet import train_pdunet as job

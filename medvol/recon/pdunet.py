@@ -276,7 +276,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         op.norm(n_iter=LPD_NORM_ITERS)
 
     def step_fn(step: int, rng: np.random.Generator) -> dict:
-        y, gt = make_batch(t_task, imgs, rng, int(batch), op)
+        # the batch depends only on (seed, step), as in the runs that made the shipped weights
+        y, gt = make_batch(t_task, imgs, np.random.default_rng([int(seed), step]), int(batch), op)
         y_t, gt_t = torch.from_numpy(y), torch.from_numpy(gt)
         x0 = None
         if arch == "pdunet":
