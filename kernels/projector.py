@@ -39,13 +39,14 @@ from typing import Any
 import numpy as np
 
 from medvol.errors import BackendError, GeometryError, InputError
+from medvol.geometry import GEOMETRY_TYPES as _GEOMS
+from medvol.geometry import ParallelBeam2D
 
 __all__ = ["Projector"]
 
 log = logging.getLogger("medvol.kernels")
 
 _BACKENDS = ("auto", "torch", "astra")
-_GEOMS = ("ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D")
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +192,9 @@ class Projector:
                  device: Any = None, astra_kernel: str | None = None,
                  check_finite: bool = True):
         name = type(geometry).__name__
-        if name not in _GEOMS:
-            raise GeometryError(f"Projector needs a medvol geometry ({', '.join(_GEOMS)}), "
-                                f"got {name}")
+        if not isinstance(geometry, _GEOMS):
+            raise GeometryError(f"Projector needs a medvol geometry "
+                                f"({', '.join(c.__name__ for c in _GEOMS)}), got {name}")
         nd = int(geometry.ndim)
         try:
             vol = tuple(int(n) for n in volume_shape)
@@ -257,7 +258,7 @@ class Projector:
                     if want_gpu and ab.cuda_available():
                         astra_kernel = "cuda"
                     else:
-                        astra_kernel = "linear" if name == "ParallelBeam2D" else "line"
+                        astra_kernel = "linear" if isinstance(geometry, ParallelBeam2D) else "line"
                 kernel = astra_kernel
             self._astra = ab.AstraOperator(geometry, vol, sp, kernel)
             self.backend_name = f"astra:{self._astra.kernel}"

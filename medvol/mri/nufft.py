@@ -149,14 +149,28 @@ class RadialNUFFT:
         return density_compensation(self.trajectory)
 
     def sirt_weights(self):
-        """SIRT weights ``(R, C)``: the density compensation and ``1/pixel⁴``, so one SIRT step
-        from zero is the gridding reconstruction (``C·Aᵀ R y``) and SIRT is iterative,
-        density-compensated gridding (preconditioned Landweber)."""
+        """SIRT weights ``(R, C)``: ``R`` the density compensation, ``C = 1/(pixel⁴·max(1, λ))``.
+
+        With ``C = 1/pixel⁴`` one SIRT step from zero is the gridding reconstruction
+        (``C·Aᵀ R y``) and SIRT is iterative density-compensated gridding (preconditioned
+        Landweber). On undersampled trajectories the outer samples are sparser than Nyquist and
+        the largest eigenvalue ``λ`` of ``C·Aᵀ R A`` exceeds 2 (about the undersampling factor),
+        which would diverge; ``λ`` is estimated by 30 power iterations (cached) and divided out.
+        """
         import torch
 
         R = torch.from_numpy(self.density_compensation())
         C = torch.full(self._shape, 1.0 / self.pixel ** 4, dtype=torch.float64)
-        return R, C
+        if "sirt_lambda" not in self._norm_cache:
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(self._shape, generator=gen, dtype=torch.float64)
+            lam = 1.0
+            for _ in range(30):
+                z = C * self.adjoint(R * self.forward(x / x.norm()))
+                lam = float(z.norm())
+                x = z
+            self._norm_cache["sirt_lambda"] = lam
+        return R, C / max(1.0, self._norm_cache["sirt_lambda"])
 
     def __repr__(self) -> str:
         return (f"RadialNUFFT({self.trajectory.n_spokes} spokes x {self.trajectory.n_read}, "
