@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["LinearOperator", "power_norm", "adjointness_error", "real_dtype"]
+__all__ = ["LinearOperator", "Transposed", "power_norm", "adjointness_error", "real_dtype"]
 
 
 @runtime_checkable
@@ -47,6 +47,36 @@ class LinearOperator(Protocol):
     def norm(self, n_iter: int = 50, seed: int = 0) -> float: ...
 
     def adjointness_test(self, dtype: Any = None, seed: int = 0) -> float: ...
+
+
+class Transposed:
+    """``Aᵀ`` of an operator with ``forward``/``adjoint`` methods, as an operator object:
+    ``A.T(y)`` is ``A.adjoint(y)``, ``A.T.T`` is ``A``, shapes swap, ``‖Aᵀ‖ = ‖A‖``."""
+
+    def __init__(self, parent):
+        self._p = parent
+
+    def __call__(self, y):
+        return self._p.adjoint(y)
+
+    @property
+    def T(self):
+        return self._p
+
+    @property
+    def domain_shape(self) -> tuple[int, ...]:
+        return self._p.range_shape
+
+    @property
+    def range_shape(self) -> tuple[int, ...]:
+        return self._p.domain_shape
+
+    def norm(self, n_iter: int = 50, seed: int = 0) -> float:
+        """‖Aᵀ‖ = ‖A‖."""
+        return self._p.norm(n_iter=n_iter, seed=seed)
+
+    def __repr__(self) -> str:
+        return f"{self._p!r}.T"
 
 
 def real_dtype(dtype):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..operators import Transposed
 from .radial import RadialTrajectory, _type1, _type2, density_compensation
 
 __all__ = ["RadialNUFFT"]
@@ -43,34 +44,6 @@ def _bridge():
             return ctx.op._np_apply(grad, not ctx.adjoint), None, None
 
     return _Nufft
-
-
-class _Adjoint:
-    """``Aᵀ`` of a :class:`RadialNUFFT`; ``A.T.T`` is ``A``."""
-
-    def __init__(self, parent: "RadialNUFFT"):
-        self._p = parent
-
-    def __call__(self, y):
-        return self._p.adjoint(y)
-
-    @property
-    def T(self) -> "RadialNUFFT":
-        return self._p
-
-    @property
-    def domain_shape(self) -> tuple[int, ...]:
-        return self._p.range_shape
-
-    @property
-    def range_shape(self) -> tuple[int, ...]:
-        return self._p.domain_shape
-
-    def norm(self, n_iter: int = 50, seed: int = 0) -> float:
-        return self._p.norm(n_iter=n_iter, seed=seed)
-
-    def __repr__(self) -> str:
-        return f"{self._p!r}.T"
 
 
 class RadialNUFFT:
@@ -113,8 +86,9 @@ class RadialNUFFT:
         return (self.trajectory.n_spokes, self.trajectory.n_read)
 
     @property
-    def T(self) -> _Adjoint:
-        return _Adjoint(self)
+    def T(self) -> Transposed:
+        """``Aᵀ`` as an operator (``A.T(y)`` is :meth:`adjoint`)."""
+        return Transposed(self)
 
     def __call__(self, x):
         return self.forward(x)
