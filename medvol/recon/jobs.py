@@ -194,8 +194,8 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None,
 
     from ..geometry import ParallelBeam2D
     from ..kernels import Projector
-    from ..projections import (estimate_center_of_rotation, line_integrals, load_projections,
-                               sharpness)
+    from ..io.projections import load_projections
+    from ..projections import estimate_center_of_rotation, line_integrals, sharpness
 
     get_method(method)
     p = load_projections(path, flats=flats, darks=darks, angles=angles, angle_rows=angle_rows)
