@@ -93,6 +93,13 @@ class _Views:
     def n_views(self) -> int:
         return int(self.angles.size)
 
+    @property
+    def sino_shape(self) -> tuple[int, ...]:
+        """``(views, n_det)`` in 2D, ``(views, n_rows, n_det)`` in 3D."""
+        if self.ndim == 2:
+            return (self.n_views, self.n_det)
+        return (self.n_views, self.n_rows, self.n_det)
+
     def __len__(self) -> int:
         return self.n_views
 
@@ -141,13 +148,17 @@ class ParallelBeam2D(_Views):
 
     ndim = 2
 
+
+class _PointSource(_Views):
+    """Divergent beams (fan, cone): a source at ``src_iso``, a flat detector at ``iso_det``."""
+
     @property
-    def sino_shape(self) -> tuple[int, int]:
-        return (self.n_views, self.n_det)
+    def magnification(self) -> float:
+        return (self.src_iso + self.iso_det) / self.src_iso
 
 
 @dataclass(frozen=True, eq=False)
-class FanBeam2D(_Views):
+class FanBeam2D(_PointSource):
     """2D fan beam, flat detector. Distances in mm: source→isocentre and isocentre→detector."""
 
     angles: np.ndarray
@@ -158,14 +169,6 @@ class FanBeam2D(_Views):
     det_offset: float = 0.0
 
     ndim = 2
-
-    @property
-    def sino_shape(self) -> tuple[int, int]:
-        return (self.n_views, self.n_det)
-
-    @property
-    def magnification(self) -> float:
-        return (self.src_iso + self.iso_det) / self.src_iso
 
     @property
     def fan_angle(self) -> float:
@@ -188,13 +191,9 @@ class ParallelBeam3D(_Views):
 
     ndim = 3
 
-    @property
-    def sino_shape(self) -> tuple[int, int, int]:
-        return (self.n_views, self.n_rows, self.n_det)
-
 
 @dataclass(frozen=True, eq=False)
-class ConeBeam3D(_Views):
+class ConeBeam3D(_PointSource):
     """3D cone beam on a circular trajectory in the z = 0 plane, flat detector."""
 
     angles: np.ndarray
@@ -208,14 +207,6 @@ class ConeBeam3D(_Views):
     det_offset_row: float = 0.0
 
     ndim = 3
-
-    @property
-    def sino_shape(self) -> tuple[int, int, int]:
-        return (self.n_views, self.n_rows, self.n_det)
-
-    @property
-    def magnification(self) -> float:
-        return (self.src_iso + self.iso_det) / self.src_iso
 
 
 Geometry = Union[ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D]
