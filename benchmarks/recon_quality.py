@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import medvol as mv
-    from medvol.recon.run import reconstruct_from_volume
+    from medvol.recon import reconstruct_from_volume
 
     vol = max(mv.io.read_dicom_series(args.dicom), key=lambda v: v.array.size)
     rows = []

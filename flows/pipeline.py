@@ -40,13 +40,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from medvol.errors import InputError
 from medvol.flows import tasks as T
 from medvol.flows.runners import gpu_request, make_task_runner
+from medvol.registration.run import METHODS as _REGISTER_METHODS
 
 __all__ = ["recon_params", "run_study", "study_pipeline", "batch_pipeline", "ingest",
            "reconstruct", "register", "train_micdir", "train_pdunet", "list_studies"]
 
 log = logging.getLogger("medvol.flows")
 
-REGISTER_METHODS = ("micdir", "voxelmorph", "bspline", "affine")
+#: registration methods: the one list of :mod:`medvol.registration.run`
+REGISTER_METHODS = _REGISTER_METHODS
 
 
 # --------------------------------------------------------------------------- parameters
@@ -55,14 +57,13 @@ def recon_params(*, geometry: str = "fan", views: int = 16, full_views: int = 36
                  lam: float | None = None, I0: float | None = None, seed: int = 0,
                  slices: str | None = None, downsample: int = 1,
                  backend: str = "auto") -> dict[str, Any]:
-    """Validated keyword arguments of :func:`medvol.recon.run.reconstruct_from_volume`."""
-    from medvol.recon.run import METHODS
+    """Validated keyword arguments of :func:`medvol.recon.reconstruct_from_volume`."""
+    from medvol.recon import get_method
+    from medvol.simulate import GEOMETRIES
 
-    if method not in METHODS:
-        raise InputError(f"unknown reconstruction method {method!r}",
-                         hint=f"choose one of {', '.join(METHODS)}")
-    if geometry not in ("fan", "parallel", "cone"):
-        raise InputError(f"unknown geometry {geometry!r}", hint="use fan, parallel or cone")
+    get_method(method)          # the registry's choice list
+    if geometry not in GEOMETRIES:
+        raise InputError(f"unknown geometry {geometry!r}", hint=f"use {', '.join(GEOMETRIES)}")
     if views < 1 or full_views < views:
         raise InputError(f"views {views} must be between 1 and full_views {full_views}")
     if downsample < 1:

@@ -269,19 +269,19 @@ def ingest_step(study_dir: str, folder: str, key: str, *, resample: str = "auto"
 def recon_step(volume_path: str, folder: str, key: str, *, params: dict,
                threads: int | None = None, overwrite: bool = False) -> dict:
     """Reconstruct one ingested series (sparse-view simulation + recon + metrics) into ``folder``
-    (recon.nrrd, fbp.nrrd, PNGs, report.html, manifest.json) — :func:`reconstruct_from_volume`."""
+    (recon.nrrd, fbp.nrrd, PNGs, report.html, manifest.json) —
+    :func:`medvol.recon.reconstruct_from_volume` + :func:`medvol.recon.write_recon_outputs`."""
     def compute(tmp: Path) -> dict:
         import medvol.io as mio
-        from medvol.commands.recon import write_outputs
         from medvol.manifest import Manifest
-        from medvol.recon.run import reconstruct_from_volume
+        from medvol.recon import reconstruct_from_volume, write_recon_outputs
 
         set_threads(threads)
         vol = mio.read(volume_path)
         res = reconstruct_from_volume(vol, **params, progress=False)
         man = Manifest("recon", {**params, "input_kind": "volume"})
         man.add_input(volume_path, name=Path(volume_path).parent.name + "/volume.nrrd")
-        write_outputs(res, tmp, man)
+        write_recon_outputs(res, tmp, man)
         rec = res.record
         files = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
         return {"metrics": rec.get("metrics", {}), "metric_units": rec.get("metric_units"),

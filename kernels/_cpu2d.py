@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medvol.geometry import FanBeam2D, ParallelBeam2D
+
 __all__ = ["forward", "adjoint", "plan", "ray_parameters", "warmup"]
 
 _PAD = 2  # zero pixels on each side of the inner axis
@@ -50,12 +52,11 @@ def _rays(geom) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     c, s = np.cos(th), np.sin(th)
     sk = ((np.arange(geom.n_det, dtype=np.float64) - (geom.n_det - 1) / 2.0) * geom.det_spacing
           + geom.det_offset)[None, :]
-    name = type(geom).__name__
-    if name == "ParallelBeam2D":
+    if isinstance(geom, ParallelBeam2D):
         px, py = sk * c, sk * s
         dx = np.broadcast_to(-s, px.shape)
         dy = np.broadcast_to(c, px.shape)
-    elif name == "FanBeam2D":
+    elif isinstance(geom, FanBeam2D):
         # source at -src_iso·d, element k at iso_det·d + s_k·u, d = (-sin, cos), u = (cos, sin)
         srcx, srcy = geom.src_iso * s, -geom.src_iso * c
         ex = -geom.iso_det * s + sk * c
@@ -64,7 +65,8 @@ def _rays(geom) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         py = np.broadcast_to(srcy, ex.shape)
         dx, dy = ex - srcx, ey - srcy
     else:  # pragma: no cover - guarded by the callers
-        raise TypeError(f"_cpu2d handles ParallelBeam2D and FanBeam2D, not {name}")
+        raise TypeError(f"_cpu2d handles ParallelBeam2D and FanBeam2D, not "
+                        f"{type(geom).__name__}")
     return px, py, dx, dy
 
 
@@ -108,7 +110,7 @@ def ray_parameters(geom, vol_shape, spacing):
 
 def _source_outside(geom, vol_shape, spacing) -> bool:
     """True when per-line ray ranges may be bisected (intercepts monotonic in the ray index)."""
-    if type(geom).__name__ == "ParallelBeam2D":
+    if isinstance(geom, ParallelBeam2D):
         return True
     ny, nx = vol_shape
     sy, sx = spacing
@@ -408,7 +410,6 @@ def warmup() -> None:
     """Compile (or load from cache) every kernel specialisation once (float32 and float64)."""
     if not HAVE_NUMBA:  # pragma: no cover
         return
-    from medvol.geometry import ParallelBeam2D
     g = ParallelBeam2D(angles=np.array([0.1, 1.2]), n_det=6)
     for dt in (np.float32, np.float64):
         x = np.ones((1, 4, 5), dtype=dt)

@@ -32,6 +32,7 @@ import functools
 import numpy as np
 
 from medvol.errors import BackendError, GeometryError
+from medvol.geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D
 
 __all__ = ["available", "cuda_available", "AstraOperator", "vol_geom", "proj_geom",
            "ASTRA2D_KERNELS", "ASTRA3D_FLIP_Y"]
@@ -91,15 +92,14 @@ def _vectors_2d(geom) -> np.ndarray:
     flip = np.array([1.0, -1.0])
     d = np.stack([-s, c], axis=1) * flip          # ray direction / source→detector axis
     u = np.stack([c, s], axis=1) * flip           # detector axis
-    name = type(geom).__name__
-    if name == "ParallelBeam2D":
+    if isinstance(geom, ParallelBeam2D):
         centre = geom.det_offset * u
         return np.concatenate([d, centre, geom.det_spacing * u], axis=1)
-    if name == "FanBeam2D":
+    if isinstance(geom, FanBeam2D):
         src = -geom.src_iso * d
         centre = geom.iso_det * d + geom.det_offset * u
         return np.concatenate([src, centre, geom.det_spacing * u], axis=1)
-    raise GeometryError(f"{name} is not a 2D geometry")
+    raise GeometryError(f"{type(geom).__name__} is not a 2D geometry")
 
 
 def _vectors_3d(geom, flip_y: bool = ASTRA3D_FLIP_Y) -> np.ndarray:
@@ -112,15 +112,14 @@ def _vectors_3d(geom, flip_y: bool = ASTRA3D_FLIP_Y) -> np.ndarray:
     ez = np.broadcast_to(np.array([0.0, 0.0, 1.0]), d.shape)
     vstep = geom.det_spacing_row * ez
     ustep = geom.det_spacing * u
-    name = type(geom).__name__
-    if name == "ParallelBeam3D":
+    if isinstance(geom, ParallelBeam3D):
         centre = geom.det_offset * u + geom.det_offset_row * ez
         return np.concatenate([d, centre, ustep, vstep], axis=1)
-    if name == "ConeBeam3D":
+    if isinstance(geom, ConeBeam3D):
         src = -geom.src_iso * d
         centre = geom.iso_det * d + geom.det_offset * u + geom.det_offset_row * ez
         return np.concatenate([src, centre, ustep, vstep], axis=1)
-    raise GeometryError(f"{name} is not a 3D geometry")
+    raise GeometryError(f"{type(geom).__name__} is not a 3D geometry")
 
 
 def vol_geom(vol_shape, spacing):
@@ -140,10 +139,9 @@ def vol_geom(vol_shape, spacing):
 def proj_geom(geom, *, plain_fan: bool = False, flip_y_3d: bool = ASTRA3D_FLIP_Y):
     """ASTRA projection geometry (vector form) for a medvol geometry."""
     astra = _import_astra()
-    name = type(geom).__name__
-    if name == "ParallelBeam2D":
+    if isinstance(geom, ParallelBeam2D):
         return astra.create_proj_geom("parallel_vec", geom.n_det, _vectors_2d(geom))
-    if name == "FanBeam2D":
+    if isinstance(geom, FanBeam2D):
         if plain_fan:
             # plain fanflat at angle α has src (R sinα, −R cosα) and u = (cosα, sinα) in ASTRA's
             # frame; with α = π − θ it is our mirrored geometry with the detector reversed.
@@ -151,13 +149,13 @@ def proj_geom(geom, *, plain_fan: bool = False, flip_y_3d: bool = ASTRA3D_FLIP_Y
             return astra.create_proj_geom("fanflat", geom.det_spacing, geom.n_det, ang,
                                           geom.src_iso, geom.iso_det)
         return astra.create_proj_geom("fanflat_vec", geom.n_det, _vectors_2d(geom))
-    if name == "ParallelBeam3D":
+    if isinstance(geom, ParallelBeam3D):
         return astra.create_proj_geom("parallel3d_vec", geom.n_rows, geom.n_det,
                                       _vectors_3d(geom, flip_y_3d))
-    if name == "ConeBeam3D":
+    if isinstance(geom, ConeBeam3D):
         return astra.create_proj_geom("cone_vec", geom.n_rows, geom.n_det,
                                       _vectors_3d(geom, flip_y_3d))
-    raise GeometryError(f"ASTRA adapter does not know geometry type {name}")
+    raise GeometryError(f"ASTRA adapter does not know geometry type {type(geom).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +199,7 @@ class AstraOperator:
         if abs(sy - sx) > 1e-9 * max(sy, sx):
             raise GeometryError(f"ASTRA 2D needs square pixels, got spacing (sy, sx) = "
                                 f"({sy}, {sx}) mm — resample or use backend='torch'")
-        fan = type(geom).__name__ == "FanBeam2D"
+        fan = isinstance(geom, FanBeam2D)
         ptype = kernel
         plain = False
         if fan and kernel == "linear":

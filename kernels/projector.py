@@ -39,13 +39,15 @@ from typing import Any
 import numpy as np
 
 from medvol.errors import BackendError, GeometryError, InputError
+from medvol.geometry import GEOMETRY_TYPES as _GEOMS
+from medvol.geometry import ParallelBeam2D
+from medvol.operators import Transposed
 
 __all__ = ["Projector"]
 
 log = logging.getLogger("medvol.kernels")
 
 _BACKENDS = ("auto", "torch", "astra")
-_GEOMS = ("ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,26 +113,9 @@ def _torch_module():
     return m
 
 
-class _Transposed:
-    """``Aᵀ`` as an operator object: ``A.T(y)``; ``A.T.T`` is ``A``."""
-
-    def __init__(self, parent: "Projector"):
-        self._p = parent
-
-    def __call__(self, y):
-        return self._p.adjoint(y)
-
-    @property
-    def T(self) -> "Projector":
-        return self._p
-
-    @property
-    def domain_shape(self) -> tuple[int, ...]:
-        return self._p.range_shape
-
-    @property
-    def range_shape(self) -> tuple[int, ...]:
-        return self._p.domain_shape
+class _Transposed(Transposed):
+    """``Aᵀ`` as an operator object: ``A.T(y)``; ``A.T.T`` is ``A`` (plus the projector's
+    geometry and backend name)."""
 
     @property
     def geometry(self):
@@ -139,13 +124,6 @@ class _Transposed:
     @property
     def backend_name(self) -> str:
         return self._p.backend_name
-
-    def norm(self, n_iter: int = 50, seed: int = 0) -> float:
-        """‖Aᵀ‖ = ‖A‖."""
-        return self._p.norm(n_iter=n_iter, seed=seed)
-
-    def __repr__(self) -> str:
-        return f"{self._p!r}.T"
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +169,9 @@ class Projector:
                  device: Any = None, astra_kernel: str | None = None,
                  check_finite: bool = True):
         name = type(geometry).__name__
-        if name not in _GEOMS:
-            raise GeometryError(f"Projector needs a medvol geometry ({', '.join(_GEOMS)}), "
-                                f"got {name}")
+        if not isinstance(geometry, _GEOMS):
+            raise GeometryError(f"Projector needs a medvol geometry "
+                                f"({', '.join(c.__name__ for c in _GEOMS)}), got {name}")
         nd = int(geometry.ndim)
         try:
             vol = tuple(int(n) for n in volume_shape)
@@ -258,7 +236,7 @@ class Projector:
                     if want_gpu and ab.cuda_available():
                         astra_kernel = "cuda"
                     else:
-                        astra_kernel = "linear" if name == "ParallelBeam2D" else "line"
+                        astra_kernel = "linear" if isinstance(geometry, ParallelBeam2D) else "line"
                 kernel = astra_kernel
             self._astra = ab.AstraOperator(geometry, vol, sp, kernel)
             self.backend_name = f"astra:{self._astra.kernel}"
@@ -405,27 +383,12 @@ class Projector:
 
         Runs ``n_iter`` iterations in float32 from a seeded random start.
         """
-        key = (int(n_iter), int(seed))
-        if key in self._norm_cache:
-            return self._norm_cache[key]
-        import torch
+        from medvol.operators import power_norm
 
-        gen = torch.Generator().manual_seed(int(seed))
-        x = torch.randn(self.domain_shape, generator=gen, dtype=torch.float64)
-        x = (x / x.norm()).to(torch.float32)
-        if self._device is not None:
-            x = x.to(self._device)
-        lam = 0.0
-        with torch.no_grad():
-            for _ in range(int(n_iter)):
-                z = self.adjoint(self.forward(x))
-                lam = float(z.double().norm())
-                if lam == 0.0:
-                    break
-                x = z / lam
-        val = math.sqrt(lam)
-        self._norm_cache[key] = val
-        return val
+        key = (int(n_iter), int(seed))
+        if key not in self._norm_cache:
+            self._norm_cache[key] = power_norm(self, n_iter, seed, device=self._device)
+        return self._norm_cache[key]
 
     def adjointness_test(self, dtype=None, seed: int = 0) -> float:
         """Relative adjoint mismatch ``|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / (‖Ax‖·‖y‖)`` for random x, y.
@@ -435,18 +398,6 @@ class Projector:
         dtype : torch dtype, default ``torch.float64`` (ASTRA always computes in float32)
         seed : int
         """
-        import torch
+        from medvol.operators import adjointness_error
 
-        dtype = torch.float64 if dtype is None else dtype
-        gen = torch.Generator().manual_seed(int(seed))
-        x = torch.rand(self.domain_shape, generator=gen, dtype=torch.float64).to(dtype)
-        y = torch.randn(self.range_shape, generator=gen, dtype=torch.float64).to(dtype)
-        if self._device is not None:
-            x, y = x.to(self._device), y.to(self._device)
-        with torch.no_grad():
-            ax = self.forward(x).double()
-            aty = self.adjoint(y).double()
-        lhs = float((ax * y.double()).sum())
-        rhs = float((x.double() * aty).sum())
-        den = float(ax.norm() * y.double().norm())
-        return abs(lhs - rhs) / den if den > 0 else abs(lhs - rhs)
+        return adjointness_error(self, dtype=dtype, seed=seed, device=self._device)

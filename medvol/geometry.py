@@ -28,7 +28,7 @@ Sparse view: ``g[::16]`` or ``g.subsample(16)`` keeps every 16th view.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Union
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy as np
 from .errors import GeometryError
 
 __all__ = ["ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "Geometry",
-           "geometry_from_dict"]
+           "GEOMETRY_TYPES", "geometry_from_dict"]
 
 
 def _angles(a) -> np.ndarray:
@@ -62,14 +62,43 @@ def _count(name: str, v: int) -> int:
     return int(v)
 
 
+def _nonnegative(name: str, v: float) -> float:
+    v = float(v)
+    if not v >= 0:
+        raise GeometryError(f"{name} must be >= 0 mm, got {v}")
+    return v
+
+
+#: how each geometry field is validated and normalised (one rule per field name)
+_FIELD_CHECKS = {
+    "angles": lambda name, v: _angles(v),
+    "n_det": _count, "n_rows": _count,
+    "det_spacing": _positive, "det_spacing_row": _positive, "src_iso": _positive,
+    "iso_det": _nonnegative,
+    "det_offset": lambda name, v: float(v), "det_offset_row": lambda name, v: float(v),
+}
+
+
 class _Views:
-    """Shared behaviour: slicing over views, subsampling, dict round trip."""
+    """Shared behaviour: validation, slicing over views, subsampling, dict round trip."""
 
     angles: np.ndarray
+
+    def __post_init__(self):
+        # every field, in declaration order, through the one rule for its name
+        for f in fields(self):
+            object.__setattr__(self, f.name, _FIELD_CHECKS[f.name](f.name, getattr(self, f.name)))
 
     @property
     def n_views(self) -> int:
         return int(self.angles.size)
+
+    @property
+    def sino_shape(self) -> tuple[int, ...]:
+        """``(views, n_det)`` in 2D, ``(views, n_rows, n_det)`` in 3D."""
+        if self.ndim == 2:
+            return (self.n_views, self.n_det)
+        return (self.n_views, self.n_rows, self.n_det)
 
     def __len__(self) -> int:
         return self.n_views
@@ -117,21 +146,19 @@ class ParallelBeam2D(_Views):
     det_spacing: float = 1.0
     det_offset: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "angles", _angles(self.angles))
-        object.__setattr__(self, "n_det", _count("n_det", self.n_det))
-        object.__setattr__(self, "det_spacing", _positive("det_spacing", self.det_spacing))
-        object.__setattr__(self, "det_offset", float(self.det_offset))
-
     ndim = 2
 
+
+class _PointSource(_Views):
+    """Divergent beams (fan, cone): a source at ``src_iso``, a flat detector at ``iso_det``."""
+
     @property
-    def sino_shape(self) -> tuple[int, int]:
-        return (self.n_views, self.n_det)
+    def magnification(self) -> float:
+        return (self.src_iso + self.iso_det) / self.src_iso
 
 
 @dataclass(frozen=True, eq=False)
-class FanBeam2D(_Views):
+class FanBeam2D(_PointSource):
     """2D fan beam, flat detector. Distances in mm: source→isocentre and isocentre→detector."""
 
     angles: np.ndarray
@@ -141,25 +168,7 @@ class FanBeam2D(_Views):
     iso_det: float
     det_offset: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "angles", _angles(self.angles))
-        object.__setattr__(self, "n_det", _count("n_det", self.n_det))
-        object.__setattr__(self, "det_spacing", _positive("det_spacing", self.det_spacing))
-        object.__setattr__(self, "src_iso", _positive("src_iso", self.src_iso))
-        if float(self.iso_det) < 0:
-            raise GeometryError(f"iso_det must be >= 0 mm, got {self.iso_det}")
-        object.__setattr__(self, "iso_det", float(self.iso_det))
-        object.__setattr__(self, "det_offset", float(self.det_offset))
-
     ndim = 2
-
-    @property
-    def sino_shape(self) -> tuple[int, int]:
-        return (self.n_views, self.n_det)
-
-    @property
-    def magnification(self) -> float:
-        return (self.src_iso + self.iso_det) / self.src_iso
 
     @property
     def fan_angle(self) -> float:
@@ -180,24 +189,11 @@ class ParallelBeam3D(_Views):
     det_offset: float = 0.0
     det_offset_row: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "angles", _angles(self.angles))
-        object.__setattr__(self, "n_rows", _count("n_rows", self.n_rows))
-        object.__setattr__(self, "n_det", _count("n_det", self.n_det))
-        object.__setattr__(self, "det_spacing", _positive("det_spacing", self.det_spacing))
-        object.__setattr__(self, "det_spacing_row", _positive("det_spacing_row", self.det_spacing_row))
-        object.__setattr__(self, "det_offset", float(self.det_offset))
-        object.__setattr__(self, "det_offset_row", float(self.det_offset_row))
-
     ndim = 3
-
-    @property
-    def sino_shape(self) -> tuple[int, int, int]:
-        return (self.n_views, self.n_rows, self.n_det)
 
 
 @dataclass(frozen=True, eq=False)
-class ConeBeam3D(_Views):
+class ConeBeam3D(_PointSource):
     """3D cone beam on a circular trajectory in the z = 0 plane, flat detector."""
 
     angles: np.ndarray
@@ -210,32 +206,13 @@ class ConeBeam3D(_Views):
     det_offset: float = 0.0
     det_offset_row: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "angles", _angles(self.angles))
-        object.__setattr__(self, "n_rows", _count("n_rows", self.n_rows))
-        object.__setattr__(self, "n_det", _count("n_det", self.n_det))
-        object.__setattr__(self, "det_spacing", _positive("det_spacing", self.det_spacing))
-        object.__setattr__(self, "det_spacing_row", _positive("det_spacing_row", self.det_spacing_row))
-        object.__setattr__(self, "src_iso", _positive("src_iso", self.src_iso))
-        if float(self.iso_det) < 0:
-            raise GeometryError(f"iso_det must be >= 0 mm, got {self.iso_det}")
-        object.__setattr__(self, "iso_det", float(self.iso_det))
-        object.__setattr__(self, "det_offset", float(self.det_offset))
-        object.__setattr__(self, "det_offset_row", float(self.det_offset_row))
-
     ndim = 3
-
-    @property
-    def sino_shape(self) -> tuple[int, int, int]:
-        return (self.n_views, self.n_rows, self.n_det)
-
-    @property
-    def magnification(self) -> float:
-        return (self.src_iso + self.iso_det) / self.src_iso
 
 
 Geometry = Union[ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D]
-_TYPES = {c.__name__: c for c in (ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D)}
+GEOMETRY_TYPES = (ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D)
+"""The beam classes (for ``isinstance`` checks; kernels dispatch on the class, never its name)."""
+_TYPES = {c.__name__: c for c in GEOMETRY_TYPES}
 
 
 def geometry_from_dict(d: dict) -> Geometry:

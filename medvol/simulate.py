@@ -33,7 +33,12 @@ import numpy as np
 from .errors import GeometryError, InputError
 
 __all__ = ["MU_WATER_70KEV", "hu_to_mu", "mu_to_hu", "add_poisson_noise", "simulate_sinogram",
-           "default_fan_geometry", "default_parallel_geometry", "default_cone_geometry"]
+           "default_fan_geometry", "default_parallel_geometry", "default_cone_geometry",
+           "GEOMETRIES", "default_geometry"]
+
+GEOMETRIES = ("fan", "parallel", "cone")
+"""Names of the simulated acquisitions (``medvol recon/simulate --geometry``, the flows): 2D fan
+or parallel beam per axial slice, or one 3D circular cone beam over the slab."""
 
 MU_WATER_70KEV = 0.0192
 """Linear attenuation coefficient of water at 70 keV in 1/mm (NIST XCOM: 0.1929 cm²/g)."""
@@ -198,6 +203,16 @@ def default_cone_geometry(volume_shape, spacing=None, n_views: int = 360, *,
                       n_rows=int(math.ceil(2 * half_v / ds)) + 2,
                       n_det=int(math.ceil(2 * half_u / ds)) + 2,
                       det_spacing=ds, det_spacing_row=ds, src_iso=D, iso_det=d)
+
+
+def default_geometry(name: str, shape, spacing, n_views: int):
+    """The default geometry called ``name`` (one of :data:`GEOMETRIES`) for an image of
+    ``shape`` (2D for fan/parallel, 3D for cone) and ``spacing`` (mm, array order)."""
+    makers = {"fan": default_fan_geometry, "parallel": default_parallel_geometry,
+              "cone": default_cone_geometry}
+    if name not in makers:
+        raise InputError(f"unknown geometry {name!r}", hint=f"use one of {', '.join(GEOMETRIES)}")
+    return makers[name](shape, spacing, n_views=n_views)
 
 
 def simulate_sinogram(image_or_volume, geometry, *, spacing=None, views: int | None = None,

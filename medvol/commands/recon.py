@@ -6,6 +6,9 @@ from typing import Optional
 
 import typer
 
+from ..recon.registry import method_help
+from ..simulate import GEOMETRIES
+
 _EPILOG = """\
 Examples:
 
@@ -24,58 +27,35 @@ Examples:
 """
 
 
-def _detect_input(path: Path) -> str:
+def _span(text: str | None, flag: str) -> slice | None:
+    """``A:B`` → ``slice(A, B)`` for detector/angle rows (errors name the option)."""
     from ..errors import InputError
 
-    if not path.exists():
-        raise InputError("input does not exist", path=path, hint="check the path")
-    if path.is_dir():
-        if (path / "sinogram.npy").is_file():
-            return "sinogram"
-        names = [p.name.lower() for p in path.iterdir()]
-        if (path / "raw").is_dir() or any(n.endswith((".tif", ".tiff")) for n in names):
-            return "projections"
-        return "dicom"
-    name = path.name.lower()
-    if name.endswith(".npy"):
-        import numpy as np
-
-        try:
-            if np.load(path, mmap_mode="r").dtype.kind == "c":
-                return "kspace"  # complex: radial k-space (the reader asks for the angles)
-        except (OSError, ValueError):
-            raise InputError("not a readable .npy file", path=path) from None
-    if name.endswith((".h5", ".hdf5", ".npz")) or (
-            name.endswith(".npy") and path.with_name(path.stem + "_angles.npy").is_file()):
-        return "kspace"
-    if name.endswith((".tif", ".tiff", ".npy")):
-        return "projections"
-    if name.endswith((".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")):
-        return "volume"
-    raise InputError("cannot tell what this input is", path=path,
-                     hint="give a volume (.nrrd/.nii.gz/.mha), a DICOM folder or a projection folder")
+    if not text:
+        return None
+    a, _, b = text.partition(":")
+    try:
+        return slice(int(a) if a.strip() else None, int(b) if b.strip() else None)
+    except ValueError:
+        raise InputError(f"{flag} {text!r} is not A:B") from None
 
 
-def _load_volume(path: Path, kind: str):
-    import medvol.io as mio
-    from ..errors import InputError
-
-    if kind == "volume":
-        return mio.read(path)
-    vols = mio.read_dicom_series(path)
-    if not vols:
-        raise InputError("no series found", path=path)
-    return max(vols, key=lambda v: v.array.size)   # the largest series
+def _cor(text: str) -> str | float:
+    """``auto`` | ``none`` | a pixel offset (the library refuses anything else)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def recon(
     input: Path = typer.Argument(..., help="Volume file, DICOM folder, or projection folder/stack."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (created atomically)."),
-    method: str = typer.Option("tv", help="fbp | sirt | cgls | tv | pdunet"),
+    method: str = typer.Option("tv", help=method_help()),
     weights: Optional[str] = typer.Option(None, help="pdunet: shipped name (pdunet_ct_x16, "
                                           "pdunet_mri_x16, lpd_ct_x16, lpd_mri_x16) or a "
                                           ".safetensors file."),
-    geometry: str = typer.Option("fan", help="For volume input: fan | parallel | cone."),
+    geometry: str = typer.Option("fan", help="For volume input: " + " | ".join(GEOMETRIES) + "."),
     views: int = typer.Option(16, help="Sparse-view factor: keep every K-th view."),
     full_views: int = typer.Option(360, help="Views of the full acquisition (volume input)."),
     filter: str = typer.Option("hann", help="FBP filter: ram-lak | shepp-logan | cosine | hann."),
@@ -109,72 +89,22 @@ def recon(
 
     from rich.console import Console
 
-    from .._atomic import atomic_dir, check_writable
     from ..errors import InputError
-    from ..manifest import Manifest
-    from ..recon.run import METHODS
+    from ..recon import available_methods, recon_job
 
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if method not in METHODS:
-        raise InputError(f"unknown --method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
-    check_writable(out, overwrite, inputs=[input])
-    kind = _detect_input(input)
-    if kind in ("volume", "dicom") and geometry not in ("fan", "parallel", "cone"):
-        raise InputError(f"unknown --geometry {geometry!r}", hint="use fan, parallel or cone")
-    if kind == "projections" and method == "pdunet":
-        raise InputError("--method pdunet is trained for fan-beam CT and radial MRI, not for "
-                         "parallel-beam projections", path=input,
-                         hint="use fbp, sirt, cgls or tv")
-    params = dict(method=method, weights=weights, filter=filter, n_iter=n_iter, lam=lam,
-                  backend=backend, device=device, input_kind=kind)
-    if kind in ("volume", "dicom"):
-        params.update(geometry=geometry, views=views, full_views=full_views, noise_i0=noise_i0,
-                      seed=seed, slices=slices, downsample=downsample)
-    elif kind == "projections":
-        params.update(cor=cor, pixel_size=pixel_size, rows=rows, angle_rows=angle_rows,
-                      angles=None if angles is None else angles.name,
-                      flats=None if flats is None else flats.name,
-                      darks=None if darks is None else darks.name)
-    man = Manifest("recon", params)
+    if method not in available_methods():
+        raise InputError(f"unknown --method {method!r}",
+                         hint=f"choose one of {', '.join(available_methods())}")
     with console.status(f"reconstructing ({method}) …"):
-        if kind == "kspace":
-            from ..recon.run import reconstruct_kspace
-
-            res = reconstruct_kspace(input, method=method, weights=weights, filter=filter,
-                                     backend=backend, device=device)
-        elif kind == "sinogram":
-            from ..recon.run import reconstruct_sinogram_folder
-
-            res = reconstruct_sinogram_folder(input, method=method, filter=filter, n_iter=n_iter,
-                                              lam=lam, backend=backend, device=device,
-                                              weights=weights)
-        elif kind == "projections":
-            from ..recon.run import reconstruct_projections
-
-            arows = None
-            if angle_rows:
-                a, _, b = angle_rows.partition(":")
-                try:
-                    arows = slice(int(a or 0), int(b) if b else None)
-                except ValueError:
-                    raise InputError(f"--angle-rows {angle_rows!r} is not A:B") from None
-            res = reconstruct_projections(input, flats=flats, darks=darks, angles=angles,
-                                          angle_rows=arows, method=method, filter=filter,
-                                          n_iter=n_iter, lam=lam, cor=cor, pixel_size=pixel_size,
-                                          rows=rows, backend=backend, device=device, progress=False)
-        else:
-            from ..recon.run import reconstruct_from_volume
-
-            vol = _load_volume(input, kind)
-            res = reconstruct_from_volume(vol, geometry=geometry, views=views,
-                                          full_views=full_views, method=method, filter=filter,
-                                          n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
-                                          slices=slices, downsample=downsample, backend=backend,
-                                          device=device, progress=False, weights=weights)
-    _add_inputs(man, input)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_outputs(res, tmp, man)
+        res = recon_job(input, out, method=method, weights=weights, geometry=geometry,
+                        views=views, full_views=full_views, filter=filter, n_iter=n_iter,
+                        lam=lam, noise_i0=noise_i0, slices=slices, downsample=downsample,
+                        angles=angles, angle_rows=_span(angle_rows, "--angle-rows"),
+                        flats=flats, darks=darks, cor=_cor(cor), pixel_size=pixel_size,
+                        rows=_span(rows, "--rows"), backend=backend, device=device, seed=seed,
+                        overwrite=overwrite, progress=False)
     rec = res.record
     console.print(f"[green]wrote[/green] {out}/recon.nrrd, report.html, manifest.json")
     if "metrics" in rec:
@@ -185,71 +115,3 @@ def recon(
         console.print(f"  rotation axis: {rec['cor']}; sharpness estimated "
                       f"{rec['sharpness']['estimated_axis']:.3f} vs centred "
                       f"{rec['sharpness']['centred_axis']:.3f}")
-
-
-def _add_inputs(man, input: Path) -> None:
-    files = [input] if input.is_file() else sorted(p for p in input.rglob("*") if p.is_file())
-    for p in files[:5000]:
-        man.add_input(p, name=str(p.relative_to(input.parent)))
-
-
-def write_outputs(res, folder: Path, man) -> None:
-    """Write recon.nrrd (+ fbp/baseline), PNGs, report.html and manifest.json into ``folder``."""
-    import numpy as np
-
-    import medvol.io as mio
-    from ..report import comparison_png, orthoslices_png, write_html_report
-
-    rec = res.record
-    ct = bool(rec.get("ct_hu"))
-    window = (-160.0, 240.0) if ct else None
-    mio.write(res.volume, folder / "recon.nrrd")
-    man.add_output(folder / "recon.nrrd", root=folder, role="reconstruction")
-    if res.baseline is not None:
-        name = {"projections": "fbp_centred_axis.nrrd",
-                "radial-kspace": "gridding.nrrd"}.get(rec.get("mode"), "fbp.nrrd")
-        mio.write(res.baseline, folder / name)
-        man.add_output(folder / name, root=folder, role="baseline")
-    images = []
-    orthoslices_png(res.volume, folder / "recon_orthoslices.png", window=window,
-                    title=f"{rec.get('method')} reconstruction")
-    images.append(("Reconstruction, three orthogonal slices", "recon_orthoslices.png"))
-    k = res.volume.shape[0] // 2
-    if res.reference is not None:
-        panels = [res.reference.numpy()[k]]
-        labels = ["reference"]
-        if res.baseline is not None:
-            panels.append(res.baseline.numpy()[k]); labels.append("FBP")
-        panels.append(res.volume.numpy()[k]); labels.append(str(rec.get("method")).upper())
-        comparison_png(panels, labels, folder / "comparison.png", window=window)
-        images.append((f"Middle slice: {' | '.join(labels)} ({rec.get('views_factor')}x fewer views)",
-                       "comparison.png"))
-    elif res.baseline is not None and rec.get("mode") == "radial-kspace":
-        a, b = res.baseline.numpy()[k], res.volume.numpy()[k]
-        a = a / max(float(np.percentile(a, 99.5)), 1e-12)
-        b = b / max(float(np.percentile(b, 99.5)), 1e-12)
-        comparison_png([a, b], ["gridding (NUFFT adjoint, DCF)", str(rec.get("method")).upper()],
-                       folder / "comparison.png", window=(0.0, 1.0))
-        images.append(("Radial MRI: gridding vs reconstruction (each scaled to its 99.5th "
-                       "percentile)", "comparison.png"))
-    elif res.baseline is not None:
-        a, b = res.baseline.numpy()[k], res.volume.numpy()[k]
-        lo, hi = np.percentile(b, [0.5, 99.5])
-        comparison_png([a, b], ["axis at detector centre", "estimated axis"],
-                       folder / "cor_comparison.png", window=(float(lo), float(hi)))
-        images.append(("Centre of rotation: centred vs estimated (middle slice)", "cor_comparison.png"))
-    for _, png in images:
-        man.add_output(folder / png, root=folder, role="figure")
-    tables = {}
-    if "metrics" in rec:
-        tables["Image quality vs reference (" + rec.get("metric_units", "") + ")"] = [
-            {"method": n, **m} for n, m in rec["metrics"].items()]
-    if "sharpness" in rec:
-        tables["Sharpness (higher is sharper)"] = [
-            {"axis": n, "sharpness": round(v, 4)} for n, v in rec["sharpness"].items()]
-    write_html_report(folder, title="medvol recon", images=[(c, folder / p) for c, p in images], tables=tables,
-                      params={k: v for k, v in rec.items() if k not in ("metrics", "sharpness")})
-    man.add_output(folder / "report.html", root=folder, role="report")
-    man.data["metrics"] = {k: rec[k] for k in ("metrics", "sharpness", "cor") if k in rec}
-    man.data["record"] = rec
-    man.write(folder / "manifest.json")

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from ..registration.run import METHODS, MODALITIES
+
 _EPILOG = """\
 Examples:
 
@@ -24,8 +26,8 @@ def register(
     fixed: Path = typer.Argument(..., help="Fixed (reference) volume: .nrrd/.nii.gz/.mha."),
     moving: Path = typer.Argument(..., help="Moving volume, resampled onto the fixed grid."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (created atomically)."),
-    method: str = typer.Option("micdir", help="micdir | voxelmorph | bspline | affine"),
-    modality: str = typer.Option("intra", help="intra (same contrast) | inter (e.g. T1 vs T2)."),
+    method: str = typer.Option("micdir", help=" | ".join(METHODS)),
+    modality: str = typer.Option("intra", help=" | ".join(MODALITIES) + " (same contrast / e.g. T1 vs T2)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label map of the MOVING image."),
     fixed_labels: Optional[Path] = typer.Option(None, "--fixed-labels",
                                                 help="Label map of the fixed image (Dice table)."),

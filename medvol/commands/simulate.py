@@ -6,11 +6,14 @@ from typing import Optional
 
 import typer
 
+from ..simulate import GEOMETRIES
+
 
 def simulate(
     input: Path = typer.Argument(..., help="Volume file (.nrrd/.nii.gz/.mha) or DICOM folder."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (created atomically)."),
-    geometry: str = typer.Option("fan", help="fan | parallel (per axial slice) | cone (3D)."),
+    geometry: str = typer.Option("fan", help=" | ".join(GEOMETRIES) + " (fan/parallel per axial "
+                                 "slice, cone 3D)."),
     views: int = typer.Option(16, help="Sparse-view factor: keep every K-th view."),
     full_views: int = typer.Option(360, help="Views of the full acquisition."),
     noise_i0: Optional[float] = typer.Option(None, "--noise-i0", help="Photons per ray (Poisson)."),
@@ -28,25 +31,10 @@ def simulate(
 
     Example: medvol simulate ct/volume.nrrd --geometry fan --views 16 --noise-i0 1e5 -o sino/
     """
-    from .._atomic import atomic_dir, check_writable
-    from ..manifest import Manifest
-    from ..recon.run import simulate_to_folder
-    from .recon import _detect_input, _load_volume
+    from ..recon import simulate_job
 
-    check_writable(out, overwrite, inputs=[input])
-    kind = _detect_input(input)
-    vol = _load_volume(input, kind)
-    man = Manifest("simulate", dict(geometry=geometry, views=views, full_views=full_views,
-                                    noise_i0=noise_i0, seed=seed, slices=slices,
-                                    downsample=downsample))
-    if input.is_file():
-        man.add_input(input, name=input.name)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        info = simulate_to_folder(vol, tmp, geometry=geometry, views=views, full_views=full_views,
-                                  I0=noise_i0, seed=seed, slices=slices, downsample=downsample,
-                                  backend=backend)
-        for f in ("sinogram.npy", "sinogram.json"):
-            man.add_output(tmp / f, root=tmp)
-        man.write(tmp / "manifest.json")
+    info = simulate_job(input, out, geometry=geometry, views=views, full_views=full_views,
+                        noise_i0=noise_i0, seed=seed, slices=slices, downsample=downsample,
+                        backend=backend, overwrite=overwrite)
     typer.echo(f"wrote {out}/sinogram.npy ({info['geometry']['type']}, "
                f"{len(info['geometry']['angles'])} views)", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["read_dicom_series", "read", "write", "write_segmentation", "read_segmentation",
            "write_displacement_field", "read_displacement_field"]
+from .projections import Projections, load_projections, read_angles  # noqa: E402,F401  (numpy only)
 
 
 def read_dicom_series(path, **kwargs):

@@ -1,4 +1,7 @@
-"""Radial MRI: trajectories, NUFFT forward model, k-space → sinogram, gridding recon."""
+"""Radial MRI: trajectories, the NUFFT forward model (functions and the :class:`RadialNUFFT`
+operator), k-space → sinogram, gridding, and the ``medvol recon`` k-space job."""
+from .job import KSPACE_METHODS, kspace_sinogram_operator, reconstruct_kspace
+from .nufft import RadialNUFFT
 from .radial import (GOLDEN_ANGLE, RadialTrajectory, default_n_det, density_compensation,
                      golden_angle_trajectory, gridding_recon, kspace_to_sinogram, nufft_adjoint,
                      nufft_forward, radial_kspace, read_radial_kspace, sinogram_geometry,
@@ -7,4 +10,5 @@ from .radial import (GOLDEN_ANGLE, RadialTrajectory, default_n_det, density_comp
 __all__ = ["GOLDEN_ANGLE", "RadialTrajectory", "uniform_trajectory", "golden_angle_trajectory",
            "nufft_forward", "nufft_adjoint", "radial_kspace", "kspace_to_sinogram",
            "sinogram_geometry", "density_compensation", "gridding_recon", "read_radial_kspace",
-           "default_n_det"]
+           "default_n_det", "RadialNUFFT", "reconstruct_kspace", "kspace_sinogram_operator",
+           "KSPACE_METHODS"]

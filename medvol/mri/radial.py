@@ -130,6 +130,40 @@ def _image2d(image, name="image") -> np.ndarray:
     return a
 
 
+def _phase(traj: RadialTrajectory, shape: tuple[int, int]):
+    """Angular frequencies ``(wx, wy)`` (radians per pixel, flattened) and the phase ramp that
+    moves finufft's mode origin to medvol's pixel-centre origin."""
+    ny, nx = (int(s) for s in shape)
+    kx, ky = traj.kxy()
+    wx = (2 * np.pi * kx).ravel()
+    wy = (2 * np.pi * ky).ravel()
+    # finufft mode index m runs −n/2 … n/2−1 (modeord 0) = array index − n//2; medvol's pixel
+    # centre is at array index − (n−1)/2 = m + (n//2 − (n−1)/2): a phase for the offset.
+    ox = nx // 2 - (nx - 1) / 2.0
+    oy = ny // 2 - (ny - 1) / 2.0
+    return wx, wy, np.exp(-1j * (wx * ox + wy * oy))
+
+
+def _type2(f: np.ndarray, traj: RadialTrajectory, pixel: float, eps: float) -> np.ndarray:
+    """Images ``(B, ny, nx)`` → k-space ``(B, n_spokes·n_read)`` (complex128)."""
+    finufft = _finufft()
+    wx, wy, ph = _phase(traj, f.shape[-2:])
+    f = np.ascontiguousarray(f, dtype=np.complex128)
+    c = finufft.nufft2d2(wy, wx, f if f.shape[0] > 1 else f[0], isign=-1, eps=eps, nthreads=1)
+    return c.reshape(f.shape[0], -1) * ph * pixel ** 2
+
+
+def _type1(c: np.ndarray, traj: RadialTrajectory, shape: tuple[int, int], pixel: float,
+           eps: float) -> np.ndarray:
+    """Adjoint of :func:`_type2`: k-space ``(B, n_spokes·n_read)`` → images ``(B, ny, nx)``."""
+    finufft = _finufft()
+    wx, wy, ph = _phase(traj, shape)
+    c = np.ascontiguousarray(np.asarray(c, dtype=np.complex128) * np.conj(ph) * pixel ** 2)
+    out = finufft.nufft2d1(wy, wx, c if c.shape[0] > 1 else c[0], tuple(int(s) for s in shape),
+                           isign=1, eps=eps, nthreads=1)
+    return out.reshape(c.shape[0], *shape)
+
+
 def nufft_forward(image, traj: RadialTrajectory, *, pixel: float = 1.0, eps: float = 1e-7
                   ) -> np.ndarray:
     """Radial k-space of an image: ``F(κ_j u(θ_i))`` by a type-2 NUFFT (finufft).
@@ -143,39 +177,22 @@ def nufft_forward(image, traj: RadialTrajectory, *, pixel: float = 1.0, eps: flo
 
     Returns
     -------
-    complex128 ``(n_spokes, n_read)``.
+    complex128 ``(n_spokes, n_read)``. :class:`medvol.mri.RadialNUFFT` is the same map as a
+    batched, torch-aware linear operator.
     """
-    finufft = _finufft()
     f = _image2d(image).astype(np.complex128)
-    ny, nx = f.shape
-    kx, ky = traj.kxy()
-    wx = (2 * np.pi * kx).ravel()
-    wy = (2 * np.pi * ky).ravel()
-    # finufft mode index m runs −n/2 … n/2−1 (modeord 0) = array index − n//2; medvol's pixel
-    # centre is at array index − (n−1)/2 = m + (n//2 − (n−1)/2): a phase for the offset.
-    ox = nx // 2 - (nx - 1) / 2.0
-    oy = ny // 2 - (ny - 1) / 2.0
-    c = finufft.nufft2d2(wy, wx, np.ascontiguousarray(f), isign=-1, eps=eps, nthreads=1)
-    c = c * np.exp(-1j * (wx * ox + wy * oy)) * pixel ** 2
-    return c.reshape(traj.n_spokes, traj.n_read)
+    return _type2(f[None], traj, pixel, eps).reshape(traj.n_spokes, traj.n_read)
 
 
 def nufft_adjoint(kspace, traj: RadialTrajectory, shape: tuple[int, int], *, pixel: float = 1.0,
                   eps: float = 1e-7) -> np.ndarray:
     """Adjoint of :func:`nufft_forward` (type-1 NUFFT): ``(n_spokes, n_read)`` → ``(ny, nx)``."""
-    finufft = _finufft()
     k = np.asarray(kspace, dtype=np.complex128)
     if k.shape != (traj.n_spokes, traj.n_read):
         raise InputError(f"k-space shape {k.shape} does not match the trajectory "
                          f"({traj.n_spokes} spokes × {traj.n_read} samples)")
     ny, nx = (int(s) for s in shape)
-    kx, ky = traj.kxy()
-    wx = (2 * np.pi * kx).ravel()
-    wy = (2 * np.pi * ky).ravel()
-    ox = nx // 2 - (nx - 1) / 2.0
-    oy = ny // 2 - (ny - 1) / 2.0
-    c = k.ravel() * np.exp(1j * (wx * ox + wy * oy)) * pixel ** 2
-    return finufft.nufft2d1(wy, wx, c, (ny, nx), isign=1, eps=eps, nthreads=1)
+    return _type1(k.reshape(1, -1), traj, (ny, nx), pixel, eps)[0]
 
 
 def radial_kspace(image, traj: RadialTrajectory, *, pixel: float = 1.0) -> np.ndarray:

@@ -63,7 +63,7 @@ import numpy as np
 
 from ..errors import GeometryError, InputError
 
-__all__ = ["FILTERS", "filter_response", "filter_sinogram", "fbp", "fdk"]
+__all__ = ["FILTERS", "filter_response", "filter_sinogram", "backproject_parallel", "fbp", "fdk"]
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hann", "hamming")
 _CHUNK_ELEMS = 1 << 23          # interpolation work per chunk (elements), bounds peak memory
@@ -305,6 +305,30 @@ def _bp_parallel2d(q, g, shape, spacing, view_w):
         vals = _interp1(q[:, i:i + c], k)
         out += torch.einsum("bcn,c->bn", vals, vw[i:i + c])
     return out.reshape(B, ny, nx)
+
+
+def backproject_parallel(q, geometry, shape, spacing=(1.0, 1.0)):
+    """Pixel-driven backprojection of *filtered* parallel-beam data — FBP's second half.
+
+    ``q``: torch tensor ``(..., views, n_det)`` (e.g. from :func:`filter_sinogram`);
+    ``geometry``: :class:`~medvol.geometry.ParallelBeam2D`; ``shape``: ``(ny, nx)``;
+    ``spacing``: ``(sy, sx)`` mm. Weights ``π / views``, linear interpolation, zero outside the
+    detector. Returns ``(..., ny, nx)``. Filtering once and back-projecting for many geometries
+    (e.g. candidate rotation axes, :func:`medvol.projections.estimate_center_of_rotation`)
+    gives the same images as :func:`fbp` for each.
+    """
+    from ..geometry import ParallelBeam2D
+
+    if not isinstance(geometry, ParallelBeam2D):
+        raise GeometryError("backproject_parallel needs a ParallelBeam2D geometry")
+    _check_sino(q, geometry, "backproject_parallel")
+    lead = q.shape[:-2]
+    B = int(np.prod(lead)) if lead else 1
+    shape = tuple(int(n) for n in shape)
+    spacing = tuple(float(v) for v in spacing)
+    out = _bp_parallel2d(q.reshape(B, *geometry.sino_shape), geometry, shape, spacing,
+                         _view_weights(geometry))
+    return out.reshape(*lead, *shape)
 
 
 def _fbp_parallel(A, y, shape, spacing, filt, cutoff, backprojection):

@@ -1,8 +1,11 @@
 """Iterative reconstruction: SIRT, CGLS and TV-regularised least squares (Chambolle–Pock PDHG).
 
-All solvers need only the operator interface ``A(x)``, ``A.T(y)`` (and ``A.norm()`` for
-:func:`tv_pdhg`); ``A.domain_shape`` / ``A.range_shape`` tell how many trailing axes are the image
-and the sinogram, the rest are a batch that is solved independently (per-item step sizes in CGLS).
+All solvers need only the operator interface of :class:`medvol.operators.LinearOperator`:
+``A(x)``, ``A.T(y)`` (and ``A.norm()`` for :func:`tv_pdhg`); ``A.domain_shape`` /
+``A.range_shape`` tell how many trailing axes are the image and the data, the rest are a batch
+that is solved independently (per-item step sizes in CGLS). The image is real; the data may be
+real (sinograms, :class:`medvol.kernels.Projector`) or complex (k-space,
+:class:`medvol.mri.RadialNUFFT`), with ``A.T`` the adjoint for ``Re⟨u, v⟩``.
 Inputs may be torch tensors or numpy arrays; numpy in gives numpy out.
 
 ``callback(iteration, x)`` is called after every iteration (``iteration`` counts from 1) with the
@@ -30,7 +33,10 @@ def _to_torch(a, like=None):
     if isinstance(a, torch.Tensor):
         return a, False
     arr = np.asarray(a)
-    dt = torch.float64 if arr.dtype == np.float64 else torch.float32
+    if np.iscomplexobj(arr):
+        dt = torch.complex128 if arr.dtype == np.complex128 else torch.complex64
+    else:
+        dt = torch.float64 if arr.dtype == np.float64 else torch.float32
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(dt)
     if like is not None:
         t = t.to(like.device)
@@ -58,6 +64,17 @@ def _sum_last(t, n):
     return t.reshape(*t.shape[:t.ndim - n], -1).sum(-1) if n else t
 
 
+def _sqnorm(t, n):
+    """``‖t‖²`` over the last ``n`` axes (``|t|²`` for complex data)."""
+    return _sum_last(t.real.square() + t.imag.square() if t.is_complex() else t * t, n)
+
+
+def _real(dtype):
+    from ..operators import real_dtype
+
+    return real_dtype(dtype)
+
+
 def _bcast(v, n):
     return v.reshape(*v.shape, *([1] * n))
 
@@ -82,10 +99,11 @@ def _progress(total: int, desc: str, enabled: bool):
 def _init_x(x0, dom, lead, like):
     import torch
 
+    dt = _real(like.dtype)
     if x0 is None:
-        return torch.zeros(*lead, *dom, dtype=like.dtype, device=like.device)
+        return torch.zeros(*lead, *dom, dtype=dt, device=like.device)
     x, _ = _to_torch(x0, like)
-    x = x.to(like.dtype).clone()
+    x = x.to(dt).clone()
     if tuple(x.shape[x.ndim - len(dom):]) != dom:
         raise InputError(f"x0 shape {tuple(x.shape)} does not end with the image shape {dom}")
     return x.expand(*lead, *dom).clone() if x.shape != (*lead, *dom) else x
@@ -100,7 +118,9 @@ def sirt(A, y, n_iter: int = 100, *, x0=None, nonneg: bool = False, progress: bo
     ``C = 1 / Aᵀ(1)`` (inverse column sums); zero sums give zero weights (rays missing the image,
     pixels no ray crosses). For a non-negative ``A`` this is preconditioned gradient descent on
     ``½‖A x − y‖²_R`` that decreases that weighted residual monotonically and converges to the
-    ``R``-weighted least-squares solution nearest ``x0`` in the ``C⁻¹`` norm.
+    ``R``-weighted least-squares solution nearest ``x0`` in the ``C⁻¹`` norm. An operator that
+    is not non-negative supplies its own weights by ``A.sirt_weights() -> (R, C)`` (e.g. the
+    density compensation of :class:`medvol.mri.RadialNUFFT`: iterative gridding).
 
     Parameters
     ----------
@@ -124,11 +144,7 @@ def sirt(A, y, n_iter: int = 100, *, x0=None, nonneg: bool = False, progress: bo
     yt, was_np = _to_torch(y)
     dom, rng, lead = _ndims(A, yt)
     with torch.no_grad():
-        ones_x = torch.ones(dom, dtype=yt.dtype, device=yt.device)
-        row = A(ones_x)
-        col = A.T(torch.ones(rng, dtype=yt.dtype, device=yt.device))
-        R = torch.where(row.abs() > 1e-12 * row.abs().max(), 1.0 / row, torch.zeros_like(row))
-        C = torch.where(col.abs() > 1e-12 * col.abs().max(), 1.0 / col, torch.zeros_like(col))
+        R, C = _sirt_weights(A, dom, rng, yt)
         x = _init_x(x0, dom, lead, yt)
         if nonneg:
             x.clamp_(min=0)
@@ -141,6 +157,22 @@ def sirt(A, y, n_iter: int = 100, *, x0=None, nonneg: bool = False, progress: bo
                 if callback is not None:
                     callback(it, _out(x, was_np))
     return _out(x, was_np)
+
+
+def _sirt_weights(A, dom, rng, yt):
+    import torch
+
+    rdt = _real(yt.dtype)
+    hook = getattr(A, "sirt_weights", None)
+    if hook is not None:
+        R, C = hook()
+        R, C = torch.as_tensor(R), torch.as_tensor(C)
+        return R.to(rdt).to(yt.device), C.to(rdt).to(yt.device)
+    row = A(torch.ones(dom, dtype=rdt, device=yt.device))
+    col = A.T(torch.ones(rng, dtype=yt.dtype, device=yt.device))
+    R = torch.where(row.abs() > 1e-12 * row.abs().max(), 1.0 / row, torch.zeros_like(row))
+    C = torch.where(col.abs() > 1e-12 * col.abs().max(), 1.0 / col, torch.zeros_like(col))
+    return R, C
 
 
 # --------------------------------------------------------------------------------------- CGLS
@@ -165,11 +197,11 @@ def cgls(A, y, n_iter: int = 30, *, x0=None, progress: bool = True,
         s = A.T(r)
         p = s.clone()
         gamma = _sum_last(s * s, nd)
-        tiny = torch.finfo(yt.dtype).tiny
+        tiny = torch.finfo(_real(yt.dtype)).tiny
         with _progress(n_iter, "CGLS", progress) as advance:
             for it in range(1, int(n_iter) + 1):
                 q = A(p)
-                qq = _sum_last(q * q, nr)
+                qq = _sqnorm(q, nr)
                 alpha = torch.where(qq > tiny, gamma / qq.clamp(min=tiny), torch.zeros_like(qq))
                 x = x + _bcast(alpha, nd) * p
                 r = r - _bcast(alpha, nr) * q
@@ -233,8 +265,9 @@ def tv_objective(A, y, x, lam: float):
     yt, was_np = _to_torch(y)
     xt, _ = _to_torch(x, yt)
     dom, rng, _ = _ndims(A, yt)
-    r = A(xt.to(yt.dtype)) - yt
-    val = 0.5 * _sum_last(r * r, len(rng)) + lam * tv(xt.to(yt.dtype), len(dom))
+    xt = xt.to(_real(yt.dtype))
+    r = A(xt) - yt
+    val = 0.5 * _sqnorm(r, len(rng)) + lam * tv(xt, len(dom))
     return val.detach().cpu().numpy() if was_np else val
 
 

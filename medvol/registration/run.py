@@ -14,6 +14,7 @@ operation Slicer performs on the exported field), so the written field reproduce
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,14 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 
-__all__ = ["METHODS", "RegistrationResult", "register_volumes", "warp_volume", "run_register",
-           "checkerboard"]
+__all__ = ["METHODS", "MODALITIES", "RegistrationResult", "register_volumes", "warp_volume",
+           "run_register", "checkerboard"]
 
 METHODS = ("micdir", "voxelmorph", "bspline", "affine")
+"""Registration methods (``medvol register --method``, the flows): learned MICDIR and VoxelMorph
+(shipped weights), classical B-spline and affine (SimpleITK)."""
+MODALITIES = ("intra", "inter")
+"""``intra``: same contrast (correlation / NCC); ``inter``: e.g. T1 vs T2 (mutual information)."""
 
 
 @dataclass
@@ -82,8 +87,8 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    if modality not in ("intra", "inter"):
-        raise InputError(f"unknown modality {modality!r}", hint="use intra or inter")
+    if modality not in MODALITIES:
+        raise InputError(f"unknown modality {modality!r}", hint=f"use {' or '.join(MODALITIES)}")
     if labels is not None and not labels.same_grid(moving):
         raise InputError("labels are not on the moving image's grid",
                          hint="pass the label map of the MOVING image (same size, spacing, origin)")
@@ -177,10 +182,13 @@ def _report_pngs(fixed: Volume, moving_on_fixed: Volume, warped: Volume, jac: np
     return pics
 
 
-def run_register(fixed_path, moving_path, out, *, method: str = "micdir", modality: str = "intra",
-                 labels_path=None, fixed_labels_path=None, weights=None, prealign: bool = True,
+def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
+                 out: str | os.PathLike, *, method: str = "micdir", modality: str = "intra",
+                 labels_path: str | os.PathLike | None = None,
+                 fixed_labels_path: str | os.PathLike | None = None,
+                 weights: str | os.PathLike | None = None, prealign: bool = True,
                  overwrite: bool = False, seed: int = 0) -> Path:
-    """The whole job: read, register, write outputs + report + manifest into ``out``.
+    """The ``medvol register`` job: read, register, write outputs + report + manifest into ``out``.
 
     ``labels_path``: labels of the moving image (warped and written); ``fixed_labels_path``: labels
     of the fixed image, enabling the per-structure Dice table (before and after).
@@ -201,7 +209,7 @@ def run_register(fixed_path, moving_path, out, *, method: str = "micdir", modali
     labels = mio.read(labels_path) if labels_path is not None else None
     if labels is not None and not labels.same_grid(moving):
         raise InputError("labels are not on the moving image's grid", path=labels_path,
-                         hint="--labels must be the label map of the MOVING image")
+                         hint="labels_path must be the label map of the MOVING image")
     flabels = mio.read(fixed_labels_path) if fixed_labels_path is not None else None
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
