@@ -21,9 +21,6 @@ def kspace_sinogram_operator(kspace, trajectory, *, image_size: int | None = Non
                              device: str | None = None):
     """Radial k-space → ``(sinogram, Projector)`` by the Fourier slice theorem.
 
-    (merge: ``medvol.learned.inference.kspace_to_model_input`` — moving to
-    ``medvol.recon.pdunet`` — is the same function; it should import this one.)
-
     The sinogram is :func:`~medvol.mri.kspace_to_sinogram` (magnitude, centre crop to
     :func:`~medvol.mri.default_n_det` bins) on the ParallelBeam2D geometry of the spoke angles;
     ``image_size`` defaults to ``n_read // 2`` (2× oversampled readout). ``backend``/``device``

@@ -160,21 +160,14 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
 
 def kspace_to_model_input(kspace, trajectory, *, image_size: int | None = None,
                           pixel: float = 1.0, backend: str = "torch", device: str | None = None):
-    """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet (Fourier slice theorem).
+    """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet: the Fourier-slice sinogram
+    of :func:`medvol.mri.kspace_sinogram_operator` with the FBP hook attached (the shipped MRI
+    weights were trained with ``backend="torch"``)."""
+    from ..mri.job import kspace_sinogram_operator
 
-    ``backend``/``device`` choose the projector (:class:`medvol.kernels.Projector`, FBP hook
-    attached); the shipped MRI weights were trained with ``backend="torch"``."""
-    from ..mri.radial import default_n_det, kspace_to_sinogram, sinogram_geometry
-
-    k = np.asarray(kspace)
-    if k.ndim not in (2, 3) or k.shape[-2:] != (trajectory.n_spokes, trajectory.n_read):
-        raise InputError(f"k-space shape {k.shape} does not match the trajectory "
-                         f"({trajectory.n_spokes} spokes × {trajectory.n_read} samples)")
-    n = int(image_size) if image_size is not None else trajectory.n_read // 2
-    n_det = default_n_det(n, trajectory.n_read)
-    sino = kspace_to_sinogram(k, n_det=n_det, pixel=pixel).astype(np.float32)
-    g = sinogram_geometry(trajectory, n_det, pixel)
-    return sino, pdunet_operator(g, (n, n), (pixel, pixel), backend=backend, device=device)
+    sino, A = kspace_sinogram_operator(kspace, trajectory, image_size=image_size, pixel=pixel,
+                                       backend=backend, device=device)
+    return sino, attach_fbp(A)
 
 
 def pdunet_reconstruct_kspace(kspace, trajectory, *, weights: str = "pdunet_mri_x16",

@@ -161,8 +161,6 @@ def _tv(A, y, *, lam, n_iter, nonneg, progress, **_):
 
 
 def _pdunet(A, y, *, weights, **_):
-    # merge: PD-UNet inference moves to medvol.recon.pdunet (arch-learned); until then it is
-    # medvol.learned.inference.
     from .pdunet import pdunet_reconstruct
 
     return pdunet_reconstruct(A, y, weights=weights)
@@ -170,7 +168,6 @@ def _pdunet(A, y, *, weights, **_):
 
 def _pdunet_task(geometry: str, views: int, full_views: int) -> tuple[int, float]:
     """The grid the shipped CT weights were trained on; refuses other acquisitions."""
-    # merge: the task table may move with the learned stack (arch-learned)
     from ..learned.data import get_task
 
     task = get_task("ct_x16")
