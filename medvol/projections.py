@@ -15,7 +15,7 @@ Centre-of-rotation methods
     mirrored and compared with its partner for candidate axis positions; the mismatch (mean squared
     difference over the overlapping detector range, cubic-spline sub-pixel shifts) is minimised on a
     0.5 px grid and refined by bounded scalar minimisation (``scipy.optimize.minimize_scalar``,
-    Brent's method in the bracketing interval, ``xatol`` 10⁻³ px). Needs angles covering ≥ 180°.
+    Brent's method in the bracketing interval, ``xatol`` 10⁻⁴ px). Needs angles covering ≥ 180°.
 ``"sharpness"``
     Reconstruct the sinogram with filtered back-projection for candidate offsets (coarse 1 px grid,
     then finer grids around the best) and pick the offset that minimises the total variation of the
@@ -299,7 +299,7 @@ def _cor_opposed(sino3: np.ndarray, angles: np.ndarray, search: float, tol: floa
     if not finite.any():
         raise InputError("opposed-view search found no overlap; the detector is too small")
     b = int(np.nanargmin(np.where(finite, costs, np.nan)))
-    best = _minimise_bounded(cost, grid[max(b - 1, 0)], grid[min(b + 1, grid.size - 1)], tol=2e-3)
+    best = _minimise_bounded(cost, grid[max(b - 1, 0)], grid[min(b + 1, grid.size - 1)], tol=1e-4)
     cbest = cost(best)
     med = float(np.median(costs[finite]))
     quality = float(max(0.0, 1.0 - cbest / med)) if med > 0 else 0.0

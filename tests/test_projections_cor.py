@@ -44,11 +44,24 @@ def test_opposed_axis_matches_golden_section_on_real_projections(monkeypatch):
     if not SYNCHROTRON.is_dir():
         pytest.skip("bundled synchrotron sample data missing")
     li = P.line_integrals(P.load_projections(SYNCHROTRON))
-    mid = li[:, li.shape[1] // 2]
+    mid = li[:, li.shape[1] // 2]                    # the middle row, as medvol recon uses
     a = P.load_projections(SYNCHROTRON).angles
     new = P.estimate_center_of_rotation(mid, a, method="opposed")
-    monkeypatch.setattr(P, "_minimise_bounded", _golden_reference)
+    # the search as it was: golden section to 2e-3 px
+    monkeypatch.setattr(P, "_minimise_bounded",
+                        lambda f, lo, hi, tol: _golden_reference(f, lo, hi, 2e-3))
     old = P.estimate_center_of_rotation(mid, a, method="opposed")
+    # and the true minimiser of the same cost, by a dense grid around the estimate
+    cost_at = {}
+
+    def spy(f, lo, hi, tol):
+        xs = np.linspace(lo, hi, 4001)
+        cost_at["best"] = float(xs[int(np.argmin([f(x) for x in xs]))])
+        return cost_at["best"]
+
+    monkeypatch.setattr(P, "_minimise_bounded", spy)
+    P.estimate_center_of_rotation(mid, a, method="opposed")
+    assert new.offset_px == pytest.approx(cost_at["best"], abs=5e-4)
     assert new.offset_px == pytest.approx(old.offset_px, abs=0.01)
     assert new.quality == pytest.approx(old.quality, abs=0.01)
     assert 4.0 < new.offset_px < 9.0

@@ -97,6 +97,8 @@ def recon(
     if method not in available_methods():
         raise InputError(f"unknown --method {method!r}",
                          hint=f"choose one of {', '.join(available_methods())}")
+    if n_iter is not None and n_iter < 1:
+        raise InputError(f"--n-iter must be at least 1, got {n_iter}")
     with console.status(f"reconstructing ({method}) …"):
         res = recon_job(input, out, method=method, weights=weights, geometry=geometry,
                         views=views, full_views=full_views, filter=filter, n_iter=n_iter,

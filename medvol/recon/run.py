@@ -7,8 +7,9 @@ The code lives in :mod:`medvol.recon.registry` (method dispatch), :mod:`medvol.r
 from __future__ import annotations
 
 from ..mri.job import reconstruct_kspace
-from .grid import downsample_inplane, is_ct as _is_ct, resample_inplane
-from .grid import select_slices as _slice_range
+from .grid import downsample_inplane, resample_inplane
+from .grid import is_ct as _is_ct  # noqa: F401  (old private names, used by tests)
+from .grid import select_slices as _slice_range  # noqa: F401
 from .jobs import (ReconResult, reconstruct_from_volume, reconstruct_projections,
                    reconstruct_sinogram_folder)
 from .registry import available_methods, get_method, reconstruct
@@ -21,4 +22,3 @@ __all__ = ["METHODS", "ReconResult", "reconstruct", "reconstruct_from_volume",
 METHODS = available_methods()
 """The built-in method names (use :func:`medvol.recon.available_methods` for the live list)."""
 LEARNED = tuple(m for m in METHODS if get_method(m).learned)
-_ = (_is_ct, _slice_range)
