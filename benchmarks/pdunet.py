@@ -8,7 +8,7 @@ Usage::
     .venv/bin/python benchmarks/pdunet.py --weights-dir .cache/pdunet/export --json out.json
     .venv/bin/python benchmarks/pdunet.py --data DIR      # data root (default ../shared/data)
 
-Test data (never used in training; see medvol/learned/data.py; CT from --data DIR):
+Test data (never used in training; see medvol/recon/pdunet_data.py; CT from --data DIR):
   CT ×16 — 6 acquired slices (instances 16–21, z = 69…106 mm) of the GE head CT, 128², fan beam,
            23 of 360 views; the other 22 slices of that (only) CT subject trained the networks.
   MRI ×16 — axial slices of nilearn's MNI152 T1 template (another subject/volume than the stroke
@@ -49,7 +49,7 @@ def evaluate(task_name: str, weights_dir: Path | None, batch: int = 8,
              data: Path = DEFAULT_DATA) -> dict:
     import torch
 
-    from medvol.learned.data import get_task, simulate_sparse, task_images
+    from medvol.recon.pdunet_data import get_task, simulate_sparse, task_images
     from medvol.learned.weights import load_weights
     from medvol.metrics import psnr, ssim
     from medvol.recon.pdunet import task_operator
@@ -192,7 +192,7 @@ def accuracy_of_fast_paths(weights_dir=None, data: Path = DEFAULT_DATA) -> dict:
     """SSIM of the shipped CT PD-UNet on the held-out slices: fp32 eager vs bf16 vs compiled."""
     import torch
 
-    from medvol.learned.data import ct_slices, get_task, simulate_sparse
+    from medvol.recon.pdunet_data import ct_slices, get_task, simulate_sparse
     from medvol.learned.weights import load_weights
     from medvol.metrics import ssim
     from medvol.recon.pdunet import task_operator

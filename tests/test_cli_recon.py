@@ -87,7 +87,7 @@ def test_synchrotron_auto_cor_is_sharper_than_centred_axis(tmp_path):
     m = json.loads((out / "manifest.json").read_text())["record"]
     # independent check of the axis: the first and last projections are an exact 180° pair, so
     # the axis is where the mirrored last projection best matches the first one
-    from medvol.projections import line_integrals, load_projections
+    from medvol.recon.projections import line_integrals, load_projections
 
     li = line_integrals(load_projections(SYNCHROTRON))[:, 60:70].mean(axis=1)
     first, last = li[0], li[-1][::-1]

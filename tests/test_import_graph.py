@@ -24,13 +24,11 @@ ROOTS = {"medvol": REPO / "medvol", "medvol.kernels": REPO / "kernels",
 _MAPPED = ("kernels", "models", "flows")
 
 # Package edges that close a cycle or import medvol.commands and are being removed by other
-# work on issue 12 (jobs out of the CLI; projections reusing recon.fbp). The test fails on any
+# work on issue 12 (jobs out of the CLI). The test fails on any
 # violation not listed here, and xfails while a listed one remains.
 PENDING = {
     ("medvol.flows", "medvol.commands"): "flows call typer commands (issue 12: jobs out of the CLI)",
     ("medvol.commands", "medvol.flows"): "cycle with the edge above",
-    ("medvol.recon", "medvol.projections"): "recon.run ↔ projections (issue 12: io/projections split)",
-    ("medvol.projections", "medvol.recon"): "cycle with the edge above",
 }
 
 

@@ -98,7 +98,7 @@ def test_projector_cor_convention_round_trip():
     """Data made by the projector with det_offset = −δ must be estimated as an axis at +δ."""
     pytest.importorskip("torch")
     from medvol.geometry import ParallelBeam2D
-    from medvol.projections import estimate_center_of_rotation
+    from medvol.recon.projections import estimate_center_of_rotation
     n = 96
     yy, xx = np.mgrid[:n, :n]
     img = (np.hypot(xx - 40, yy - 52) < 14) * 1.0 + (np.abs(xx - 60) + np.abs(yy - 35) < 8) * 0.5

@@ -1,7 +1,7 @@
 """Detector data on disk: projection stacks (TIFF folders, multi-page TIFF, ``.npy``, ``.nrrd``),
 flat/dark frames and view-angle files → :class:`Projections`.
 
-Flat/dark correction, ``−log`` and the rotation-axis search are in :mod:`medvol.projections`.
+Flat/dark correction, ``−log`` and the rotation-axis search are in :mod:`medvol.recon.projections`.
 
 Layout and units
 ----------------

@@ -43,7 +43,7 @@ from ..errors import GeometryError, InputError
 __all__ = ["GOLDEN_ANGLE", "RadialTrajectory", "uniform_trajectory", "golden_angle_trajectory",
            "nufft_forward", "nufft_adjoint", "radial_kspace", "kspace_to_sinogram",
            "sinogram_geometry", "density_compensation", "gridding_recon", "read_radial_kspace",
-           "default_n_det"]
+           "default_n_det", "kspace_sinogram_operator"]
 
 GOLDEN_ANGLE = math.radians(111.246117975)
 """Golden-angle increment for radial MRI in radians (111.246°, Winkelmann et al. 2007)."""
@@ -343,3 +343,27 @@ def read_radial_kspace(path, *, angles=None) -> tuple[np.ndarray, RadialTrajecto
     if a.size != k.shape[0]:
         raise InputError(f"{a.size} spoke angles for {k.shape[0]} spokes", path=p)
     return k.astype(np.complex128), RadialTrajectory(a, k.shape[1])
+
+
+def kspace_sinogram_operator(kspace, trajectory, *, image_size: int | None = None,
+                             pixel: float = 1.0, backend: str = "torch",
+                             device: str | None = None):
+    """Radial k-space → ``(sinogram, Projector)`` by the Fourier slice theorem.
+
+    The sinogram is :func:`~medvol.mri.kspace_to_sinogram` (magnitude, centre crop to
+    :func:`~medvol.mri.default_n_det` bins) on the ParallelBeam2D geometry of the spoke angles;
+    ``image_size`` defaults to ``n_read // 2`` (2× oversampled readout). ``backend``/``device``
+    choose the projector (the shipped MRI weights were trained with ``backend="torch"``).
+    """
+    from ..kernels import Projector
+
+    k = np.asarray(kspace)
+    if k.ndim not in (2, 3) or k.shape[-2:] != (trajectory.n_spokes, trajectory.n_read):
+        raise InputError(f"k-space shape {k.shape} does not match the trajectory "
+                         f"({trajectory.n_spokes} spokes × {trajectory.n_read} samples)")
+    n = int(image_size) if image_size is not None else trajectory.n_read // 2
+    n_det = default_n_det(n, trajectory.n_read)
+    sino = kspace_to_sinogram(k, n_det=n_det, pixel=pixel).astype(np.float32)
+    g = sinogram_geometry(trajectory, n_det, pixel)
+    return sino, Projector(g, (n, n), (pixel, pixel), backend=backend, device=device,
+                           check_finite=False)

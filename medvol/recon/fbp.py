@@ -314,7 +314,7 @@ def backproject_parallel(q, geometry, shape, spacing=(1.0, 1.0)):
     ``geometry``: :class:`~medvol.geometry.ParallelBeam2D`; ``shape``: ``(ny, nx)``;
     ``spacing``: ``(sy, sx)`` mm. Weights ``π / views``, linear interpolation, zero outside the
     detector. Returns ``(..., ny, nx)``. Filtering once and back-projecting for many geometries
-    (e.g. candidate rotation axes, :func:`medvol.projections.estimate_center_of_rotation`)
+    (e.g. candidate rotation axes, :func:`medvol.recon.projections.estimate_center_of_rotation`)
     gives the same images as :func:`fbp` for each.
     """
     from ..geometry import ParallelBeam2D

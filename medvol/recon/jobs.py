@@ -10,7 +10,7 @@ Each job returns the reconstructed :class:`~medvol.Volume` plus a record of what
 * :func:`reconstruct_projections` — *data mode*: real parallel-beam projections with flat/dark
   frames → flat/dark correction, −log, centre-of-rotation estimation, slice-wise reconstruction.
 * :func:`reconstruct_sinogram_folder` — what ``medvol simulate`` wrote.
-* radial MRI k-space: :func:`medvol.mri.reconstruct_kspace`.
+* radial MRI k-space: :func:`medvol.recon.kspace.reconstruct_kspace`.
 
 :func:`recon_job` and :func:`simulate_job` are the whole CLI jobs (input detection, manifest,
 atomic output folder); the CLI only parses options and prints.
@@ -195,7 +195,7 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None,
     from ..geometry import ParallelBeam2D
     from ..kernels import Projector
     from ..io.projections import load_projections
-    from ..projections import estimate_center_of_rotation, line_integrals, sharpness
+    from .projections import estimate_center_of_rotation, line_integrals, sharpness
 
     get_method(method)
     p = load_projections(path, flats=flats, darks=darks, angles=angles, angle_rows=angle_rows)
@@ -396,7 +396,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
     ``seed``, ``slices``, ``downsample``); projections → :func:`reconstruct_projections`
     (``flats``, ``darks``, ``angles``, ``angle_rows``, ``cor``, ``pixel_size``, ``rows``); a
     ``medvol simulate`` folder → :func:`reconstruct_sinogram_folder`; radial k-space →
-    :func:`medvol.mri.reconstruct_kspace`.
+    :func:`medvol.recon.kspace.reconstruct_kspace`.
 
     Raises
     ------
@@ -431,7 +431,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
                       darks=None if darks is None else Path(darks).name)
     man = Manifest("recon", params)
     if kind == "kspace":
-        from ..mri.job import reconstruct_kspace
+        from .kspace import reconstruct_kspace
 
         res = reconstruct_kspace(input, method=method, weights=weights, filter=filter,
                                  backend=backend, device=device)

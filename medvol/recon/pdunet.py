@@ -9,7 +9,7 @@ second operator class. Weights go through the one learned-model stack
 
 Training (:func:`train_pdunet`): L1 loss on images scaled by the p99 constant, Adam (lr 1e-3),
 cosine annealing over the run, gradient-norm clipping at 1 (as in Adler & Öktem),
-rotation/flip augmentation with re-simulated sparse data each step (:mod:`medvol.learned.data`).
+rotation/flip augmentation with re-simulated sparse data each step (:mod:`medvol.recon.pdunet_data`).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def pdunet_operator(geometry, image_shape, spacing=(1.0, 1.0), *, backend: str =
 
 
 def task_operator(task):
-    """:func:`pdunet_operator` on a :class:`medvol.learned.data.Task`'s sparse geometry and grid."""
+    """:func:`pdunet_operator` on a :class:`medvol.recon.pdunet_data.Task`'s sparse geometry and grid."""
     return attach_fbp(task.projector())
 
 
@@ -96,7 +96,7 @@ def _check_task(info, A, what: str) -> None:
                     "expect degraded results", what, n, n, shape)
     name = task.get("name")
     if name:
-        from ..learned.data import TASKS
+        from .pdunet_data import TASKS
 
         t = TASKS.get(name)
         if t is not None:
@@ -163,7 +163,7 @@ def kspace_to_model_input(kspace, trajectory, *, image_size: int | None = None,
     """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet: the Fourier-slice sinogram
     of :func:`medvol.mri.kspace_sinogram_operator` with the FBP hook attached (the shipped MRI
     weights were trained with ``backend="torch"``)."""
-    from ..mri.job import kspace_sinogram_operator
+    from ..mri.radial import kspace_sinogram_operator
 
     sino, A = kspace_sinogram_operator(kspace, trajectory, image_size=image_size, pixel=pixel,
                                        backend=backend, device=device)
@@ -231,7 +231,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     """
     import torch
 
-    from ..learned.data import get_task, image_scale, make_batch, task_images
+    from .pdunet_data import get_task, image_scale, make_batch, task_images
     from ..learned.registry import build_model, config_to_dict
     from ..learned.trainer import save_loss_curve, train_loop
     from ..learned.weights import save_weights

@@ -168,7 +168,7 @@ def _pdunet(A, y, *, weights, **_):
 
 def _pdunet_task(geometry: str, views: int, full_views: int) -> tuple[int, float]:
     """The grid the shipped CT weights were trained on; refuses other acquisitions."""
-    from ..learned.data import get_task
+    from .pdunet_data import get_task
 
     task = get_task("ct_x16")
     if geometry != "fan" or views != task.sparsity or full_views != 360:

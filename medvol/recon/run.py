@@ -2,11 +2,11 @@
 
 The code lives in :mod:`medvol.recon.registry` (method dispatch), :mod:`medvol.recon.grid`
 (slice selection, resampling), :mod:`medvol.recon.simulation` (simulated acquisitions),
-:mod:`medvol.recon.jobs` (the jobs) and :mod:`medvol.mri.job` (radial k-space).
+:mod:`medvol.recon.jobs` (the jobs) and :mod:`medvol.recon.kspace` (radial k-space).
 """
 from __future__ import annotations
 
-from ..mri.job import reconstruct_kspace
+from .kspace import reconstruct_kspace
 from .grid import downsample_inplane, resample_inplane
 from .grid import is_ct as _is_ct  # noqa: F401  (old private names, used by tests)
 from .grid import select_slices as _slice_range  # noqa: F401

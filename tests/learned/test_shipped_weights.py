@@ -63,7 +63,7 @@ def test_every_shipped_file_loads_through_the_one_loader(name):
 @pytest.mark.parametrize("name", SINO)
 def test_pdunet_lpd_shipped_outputs_unchanged(name):
     pytest.importorskip("finufft")
-    from medvol.learned.data import get_task
+    from medvol.recon.pdunet_data import get_task
     from medvol.phantoms import shepp_logan_2d
     from medvol.recon.pdunet import pdunet_reconstruct, task_operator
 

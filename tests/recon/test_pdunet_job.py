@@ -10,7 +10,7 @@ pytest.importorskip("finufft")
 
 from pathlib import Path  # noqa: E402
 
-from medvol.learned.data import (apply_augmentation, ct_slices, get_task,  # noqa: E402
+from medvol.recon.pdunet_data import (apply_augmentation, ct_slices, get_task,  # noqa: E402
                                  sample_augmentation, simulate_sparse)
 from medvol.learned.weights import shipped_weights, shipped_weights_names  # noqa: E402
 from medvol.recon.pdunet import PRETRAINED, load_pdunet, task_operator  # noqa: E402
@@ -100,7 +100,7 @@ def test_shipped_ct_pdunet_beats_fbp_on_held_out_slice():
 
 
 def test_shipped_mri_pdunet_from_kspace_beats_gridding():
-    from medvol.learned.data import mri_slices
+    from medvol.recon.pdunet_data import mri_slices
     from medvol.recon.pdunet import pdunet_reconstruct_kspace
     from medvol.metrics import ssim
     from medvol.mri import gridding_recon, nufft_forward

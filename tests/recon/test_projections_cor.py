@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medvol import projections as P
+from medvol.recon import projections as P
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNCHROTRON = ROOT / "sample_data" / "projections" / "synchrotron_parallel"
 
 

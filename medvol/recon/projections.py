@@ -33,8 +33,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import GeometryError, InputError
-from .io.projections import (Projections, load_projections, load_synchrotron_example,
+from ..errors import GeometryError, InputError
+from ..io.projections import (Projections, load_projections, load_synchrotron_example,
                              read_angles)
 
 __all__ = [
@@ -122,9 +122,9 @@ def fbp_parallel_numpy(sino: np.ndarray, angles: np.ndarray, *, det_spacing: flo
     ``(ny, nx)`` float64 image in 1/mm (attenuation units). The weight π/views is exact for views
     spread evenly over π or over 2π.
     """
-    from .geometry import ParallelBeam2D
-    from .kernels import Projector
-    from .recon.fbp import FILTERS, fbp
+    from ..geometry import ParallelBeam2D
+    from ..kernels import Projector
+    from .fbp import FILTERS, fbp
 
     sino = np.asarray(sino, dtype=np.float64)
     angles = np.asarray(angles, dtype=np.float64).reshape(-1)
@@ -318,8 +318,8 @@ def _cor_sharpness(sino2: np.ndarray, angles: np.ndarray, search: float, fbp: st
                    ) -> tuple[float, float, dict]:
     import torch
 
-    from .geometry import ParallelBeam2D
-    from .recon.fbp import backproject_parallel, filter_sinogram
+    from ..geometry import ParallelBeam2D
+    from .fbp import backproject_parallel, filter_sinogram
 
     nv, n = sino2.shape
     m = n

@@ -1,4 +1,5 @@
-"""The radial-MRI reconstruction job behind ``medvol recon spokes.h5``."""
+"""The radial-MRI reconstruction job behind ``medvol recon spokes.h5`` (k-space → sinogram by
+the Fourier slice theorem, then a registered reconstruction method)."""
 from __future__ import annotations
 
 import os
@@ -9,36 +10,11 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 
-__all__ = ["KSPACE_METHODS", "kspace_sinogram_operator", "reconstruct_kspace"]
+__all__ = ["KSPACE_METHODS", "reconstruct_kspace"]
 
 KSPACE_METHODS = ("pdunet", "fbp")
 """Methods ``medvol recon`` offers for radial k-space files (sinogram domain). The iterative
 solvers run on k-space directly through :class:`medvol.mri.RadialNUFFT` in Python."""
-
-
-def kspace_sinogram_operator(kspace, trajectory, *, image_size: int | None = None,
-                             pixel: float = 1.0, backend: str = "torch",
-                             device: str | None = None):
-    """Radial k-space → ``(sinogram, Projector)`` by the Fourier slice theorem.
-
-    The sinogram is :func:`~medvol.mri.kspace_to_sinogram` (magnitude, centre crop to
-    :func:`~medvol.mri.default_n_det` bins) on the ParallelBeam2D geometry of the spoke angles;
-    ``image_size`` defaults to ``n_read // 2`` (2× oversampled readout). ``backend``/``device``
-    choose the projector (the shipped MRI weights were trained with ``backend="torch"``).
-    """
-    from ..kernels import Projector
-    from .radial import default_n_det, kspace_to_sinogram, sinogram_geometry
-
-    k = np.asarray(kspace)
-    if k.ndim not in (2, 3) or k.shape[-2:] != (trajectory.n_spokes, trajectory.n_read):
-        raise InputError(f"k-space shape {k.shape} does not match the trajectory "
-                         f"({trajectory.n_spokes} spokes × {trajectory.n_read} samples)")
-    n = int(image_size) if image_size is not None else trajectory.n_read // 2
-    n_det = default_n_det(n, trajectory.n_read)
-    sino = kspace_to_sinogram(k, n_det=n_det, pixel=pixel).astype(np.float32)
-    g = sinogram_geometry(trajectory, n_det, pixel)
-    return sino, Projector(g, (n, n), (pixel, pixel), backend=backend, device=device,
-                           check_finite=False)
 
 
 def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
@@ -59,9 +35,9 @@ def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
     -------
     :class:`medvol.recon.ReconResult`
     """
-    from ..recon.jobs import ReconResult
-    from ..recon.registry import reconstruct
-    from .radial import gridding_recon, read_radial_kspace
+    from ..mri.radial import gridding_recon, kspace_sinogram_operator, read_radial_kspace
+    from .jobs import ReconResult
+    from .registry import reconstruct
 
     if method not in KSPACE_METHODS:
         raise InputError(f"method {method!r} is not available for radial k-space",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medvol.errors import InputError
-from medvol.projections import (
+from medvol.recon.projections import (
     Projections, estimate_center_of_rotation, fbp_parallel_numpy, flat_dark_correct,
     line_integrals, load_projections, load_synchrotron_example, minus_log, read_angles, sharpness,
 )
