@@ -96,7 +96,8 @@ def recon(
                                          "available, else cpu)."),
     seed: int = typer.Option(0, help="Seed for simulated noise."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Progress bars (iterations, ETA) on a terminal; "
+                                        "never when stderr is piped."),
 ) -> None:
     """Reconstruct sparse-view CT (FBP, SIRT, CGLS, TV) and write a Slicer-ready result.
 
@@ -137,7 +138,9 @@ def recon(
                       flats=None if flats is None else flats.name,
                       darks=None if darks is None else darks.name)
     man = Manifest("recon", params)
-    with console.status(f"reconstructing ({method}) …"):
+    from .. import _progress
+
+    with _progress.scope(progress), _progress.status(f"reconstructing ({method}) …"):
         if kind == "kspace":
             from ..recon.run import reconstruct_kspace
 
@@ -162,7 +165,7 @@ def recon(
             res = reconstruct_projections(input, flats=flats, darks=darks, angles=angles,
                                           angle_rows=arows, method=method, filter=filter,
                                           n_iter=n_iter, lam=lam, cor=cor, pixel_size=pixel_size,
-                                          rows=rows, backend=backend, device=device, progress=False)
+                                          rows=rows, backend=backend, device=device, progress=progress)
         else:
             from ..recon.run import reconstruct_from_volume
 
@@ -171,7 +174,7 @@ def recon(
                                           full_views=full_views, method=method, filter=filter,
                                           n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
                                           slices=slices, downsample=downsample, backend=backend,
-                                          device=device, progress=False, weights=weights)
+                                          device=device, progress=progress, weights=weights)
     _add_inputs(man, input)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_outputs(res, tmp, man)
