@@ -192,7 +192,9 @@ def start_prefect_server(*, progress: bool | None = None) -> str | None:
     ``None`` when a server is configured (nothing to do).
 
     The server is Prefect's own per-process singleton, so the flow run that follows reuses it;
-    Prefect stops it when the process exits. Needs the ``flows`` extra (Prefect).
+    Prefect stops it when the process exits. It may take up to
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (when set; else 120 s, not Prefect's 20 s)
+    before a :class:`~medvol.errors.BackendError` (exit code 6). Needs the ``flows`` extra.
     """
     if os.environ.get("PREFECT_API_URL"):
         return None
@@ -201,10 +203,21 @@ def start_prefect_server(*, progress: bool | None = None) -> str | None:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as T
 
+    from .errors import BackendError
+
+    # Prefect's default (20 s) is often too short on a busy machine; an explicit setting wins
+    timeout = int(T.value()) if os.environ.get(T.name) else max(int(T.value()), 120)
     server = SubprocessASGIServer()
     if not server.running:
         with status("Starting Prefect's temporary server (no PREFECT_API_URL; 15-60 s on the "
                     "first run) …", progress=progress):
-            server.start()
+            try:
+                server.start(timeout=timeout)
+            except RuntimeError as e:
+                raise BackendError(f"Prefect's temporary server did not start within {timeout} s "
+                                   f"({str(e).splitlines()[0][:160]})",
+                                   hint=f"raise {T.name} or start a server and set "
+                                   "PREFECT_API_URL (docs/flows.md)") from None
     return server.api_url

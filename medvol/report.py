@@ -18,7 +18,9 @@ A :class:`medvol.Volume` is first brought to the LPS frame from its direction ma
 (:func:`to_lps_view`): axis-aligned grids (any permutation or flip of the LPS axes, e.g. a RAS
 NIfTI or a sagittal acquisition) are permuted and flipped exactly (nibabel's ``io_orientation``);
 oblique grids (more than 1° from the nearest axes) are resampled linearly (SimpleITK) onto an
-axis-aligned LPS grid, as a viewer's default slice views do. Then, as on a radiology workstation:
+axis-aligned LPS grid, as a viewer's default slice views do — except thin slabs (fewer than 16
+voxels along an axis, e.g. a few reconstructed slices), which are shown in their acquisition planes
+on the nearest axes, with the obliquity printed. Then, as on a radiology workstation:
 
 * **axial** — seen from the feet: patient right on the image left (``R`` … ``L``), anterior at the
   top (``A`` … ``P``);
@@ -173,30 +175,37 @@ def to_uint8(img, window) -> np.ndarray:
 # ------------------------------------------------------------------------- patient frame
 @dataclass(frozen=True)
 class LPSView:
-    """A volume on an axis-aligned LPS grid: ``array[z, y, x]`` with x → patient Left,
-    y → Posterior, z → Superior (index grows that way).
+    """A volume with its axes ordered and flipped to LPS: ``array[z, y, x]`` with x → patient
+    Left, y → Posterior, z → Superior (index grows that way).
 
-    ``origin`` is the LPS position (mm) of voxel ``[0, 0, 0]``, ``spacing_zyx`` the voxel size (mm)
-    along z, y, x; ``source_axes`` the orientation code of the input's i, j, k axes (e.g. ``RAS``),
-    ``resampled`` whether the input was oblique and had to be resampled.
+    ``affine`` maps a voxel ``(x, y, z)`` index to LPS mm (diagonal unless the input was oblique
+    and kept, see :func:`to_lps_view`); ``spacing_zyx`` is the voxel size (mm) along z, y, x;
+    ``source_axes`` the orientation code of the input's i, j, k axes (e.g. ``RAS``);
+    ``obliquity_deg`` the largest angle between an input axis and its nearest LPS axis;
+    ``resampled`` whether an oblique input was resampled onto an axis-aligned grid.
     """
 
     array: np.ndarray
     spacing_zyx: tuple[float, float, float]
-    origin: np.ndarray
+    affine: np.ndarray
     source_axes: str
     resampled: bool
+    obliquity_deg: float = 0.0
+
+    @property
+    def origin(self) -> np.ndarray:
+        """LPS position (mm) of voxel ``[0, 0, 0]``."""
+        return self.affine[:3, 3].copy()
 
     def index_of(self, lps) -> np.ndarray:
         """Nearest ``(z, y, x)`` index of an LPS point (mm), clipped to the grid."""
         p = np.asarray(lps, float).reshape(3)
-        xyz = np.rint((p - self.origin) / np.asarray(self.spacing_zyx[::-1])).astype(int)
-        zyx = xyz[::-1]
-        return np.clip(zyx, 0, np.asarray(self.array.shape) - 1)
+        xyz = np.rint(np.linalg.solve(self.affine[:3, :3], p - self.affine[:3, 3])).astype(int)
+        return np.clip(xyz[::-1], 0, np.asarray(self.array.shape) - 1)
 
     def position(self, zyx_index) -> np.ndarray:
         """LPS position (mm) of a ``(z, y, x)`` index."""
-        return self.origin + np.asarray(zyx_index, float)[::-1] * np.asarray(self.spacing_zyx[::-1])
+        return self.affine[:3, :3] @ np.asarray(zyx_index, float)[::-1] + self.affine[:3, 3]
 
     @property
     def center(self) -> np.ndarray:
@@ -213,17 +222,27 @@ def _axcodes(direction) -> str:
     return out
 
 
-def to_lps_view(vol, *, max_size: int = 512, oblique_tol_deg: float = 1.0) -> LPSView:
-    """Bring a :class:`medvol.Volume` onto an axis-aligned LPS grid (see :class:`LPSView`).
+def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 512,
+                oblique_tol_deg: float = 1.0) -> LPSView:
+    """Bring a :class:`medvol.Volume` to the LPS frame for display (see :class:`LPSView`).
 
     Axis-aligned inputs (within ``oblique_tol_deg`` of a permutation/flip of the LPS axes) are
-    permuted and flipped without interpolation (``nibabel.orientations``). Oblique inputs are
-    resampled with linear interpolation (SimpleITK) onto an LPS grid covering the whole volume,
-    isotropic at the finest input spacing but at most ``max_size`` voxels along any axis; outside
-    the acquired region is the data minimum.
+    permuted and flipped without interpolation (``nibabel.orientations``). Oblique inputs:
+
+    * ``oblique="resample"`` — resampled with linear interpolation (SimpleITK) onto an
+      axis-aligned LPS grid covering the whole volume, isotropic at the finest input spacing but
+      at most ``max_size`` voxels along any axis; outside the acquired region is the data minimum.
+      The panels are then true axial/coronal/sagittal planes, as a viewer's default slice views.
+    * ``oblique="nearest"`` — permuted and flipped to the nearest LPS axes like an axis-aligned
+      grid (as SimpleITK's ``DICOMOrient``): the panels are the acquisition planes, labelled with
+      the nearest directions and their obliquity.
+    * ``oblique="auto"`` (default) — ``resample`` for volumes at least 16 voxels along every
+      axis, ``nearest`` for thin slabs (a few reconstructed slices), which resampling would cut.
     """
     from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
+    if oblique not in ("auto", "resample", "nearest"):
+        raise InputError(f"oblique must be auto, resample or nearest, got {oblique!r}")
     arr = _np(vol.array)
     d = np.asarray(vol.direction, float)
     sp_xyz = np.asarray(vol.spacing, float)
@@ -232,17 +251,19 @@ def to_lps_view(vol, *, max_size: int = 512, oblique_tol_deg: float = 1.0) -> LP
     aff[:3, 3] = vol.origin
     code = _axcodes(d)
     cos = np.max(np.abs(d), axis=0)
-    oblique = (len(set(np.argmax(np.abs(d), axis=0).tolist())) < 3
-               or np.degrees(np.arccos(np.clip(cos.min(), -1, 1))) > oblique_tol_deg)
-    if not oblique:
+    angle = float(np.degrees(np.arccos(np.clip(cos.min(), -1.0, 1.0))))
+    is_oblique = len(set(np.argmax(np.abs(d), axis=0).tolist())) < 3 or angle > oblique_tol_deg
+    if oblique == "auto":
+        oblique = "resample" if min(arr.shape) >= 16 else "nearest"
+    if not is_oblique or oblique == "nearest":
         ornt = io_orientation(aff)
         ijk = arr.transpose(2, 1, 0)
         out = apply_orientation(ijk, ornt)
         new_aff = aff @ inv_ornt_aff(ornt, ijk.shape)
-        sp_new = np.abs(np.diag(new_aff[:3, :3]))
+        sp_new = np.linalg.norm(new_aff[:3, :3], axis=0)
         return LPSView(np.ascontiguousarray(out.transpose(2, 1, 0)),
                        (float(sp_new[2]), float(sp_new[1]), float(sp_new[0])),
-                       new_aff[:3, 3].copy(), code, False)
+                       new_aff, code, False, angle if is_oblique else 0.0)
     import itertools
 
     import SimpleITK as sitk
@@ -262,8 +283,11 @@ def to_lps_view(vol, *, max_size: int = 512, oblique_tol_deg: float = 1.0) -> LP
     fill = float(np.nanmin(arr)) if arr.size else 0.0
     res = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, tuple(float(v) for v in lo),
                         (step,) * 3, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), fill, sitk.sitkFloat32)
-    return LPSView(sitk.GetArrayFromImage(res).astype(np.float64), (step,) * 3, lo.copy(), code,
-                   True)
+    new_aff = np.eye(4)
+    new_aff[:3, :3] *= step
+    new_aff[:3, 3] = lo
+    return LPSView(sitk.GetArrayFromImage(res).astype(np.float64), (step,) * 3, new_aff, code,
+                   True, angle)
 
 
 def _pos_text(axis: int, value: float) -> str:
@@ -292,10 +316,12 @@ def _patient_slices(view: LPSView, center) -> list[tuple[str, np.ndarray, tuple,
     c = view.center if center is None else np.asarray(center, float)
     kz, ky, kx = (int(v) for v in view.index_of(c))
     p = view.position((kz, ky, kx))
+    ob = (f" (oblique {view.obliquity_deg:.0f}°)" if view.obliquity_deg and not view.resampled
+          else "")
     return [
-        ("axial", a[kz], (sy, sx), ("R", "L", "A", "P"), _pos_text(2, p[2])),
-        ("coronal", a[:, ky, :][::-1], (sz, sx), ("R", "L", "S", "I"), _pos_text(1, p[1])),
-        ("sagittal", a[:, :, kx][::-1], (sz, sy), ("A", "P", "S", "I"), _pos_text(0, p[0])),
+        ("axial", a[kz], (sy, sx), ("R", "L", "A", "P"), _pos_text(2, p[2]) + ob),
+        ("coronal", a[:, ky, :][::-1], (sz, sx), ("R", "L", "S", "I"), _pos_text(1, p[1]) + ob),
+        ("sagittal", a[:, :, kx][::-1], (sz, sy), ("A", "P", "S", "I"), _pos_text(0, p[0]) + ob),
     ]
 
 
@@ -521,7 +547,7 @@ def comparison_png(images: Sequence[Any], labels: Sequence[str], path, *, window
     name, win = _windows_for(window, first, arrs[0])[0]
     scale = _scale_for(max(arrs[0].shape[0] * sp[0], arrs[0].shape[1] * sp[1]), size)
     wl = _wl_text(win) + (f" ({name})" if name else "")
-    row = [(_panel(a, win, sp, scale), f"{lab}" + (f" — {p}" if p else "") + f"\n{wl}", le, "image")
+    row = [(_panel(a, win, sp, scale), f"{lab}" + (f": {p}" if p else "") + f"\n{wl}", le, "image")
            for a, lab, le, p in zip(arrs, labels, letters, pos)]
     img, _ = _compose_rows([row], title)
     return _save_png(img, path, overwrite)
@@ -605,7 +631,7 @@ def _fmt(v: Any) -> str:
         return f"{f:.4g}" if (abs(f) >= 1e-3 or f == 0) and abs(f) < 1e6 else f"{f:.3e}"
     if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float, np.number))
                                                   and not isinstance(x, bool) for x in v):
-        return " × ".join(_fmt(x) for x in v) if len(v) <= 4 else html.escape(json.dumps(
+        return "\u00a0×\u00a0".join(_fmt(x) for x in v) if len(v) <= 4 else html.escape(json.dumps(
             [float(x) for x in v])[:500])
     if isinstance(v, (list, tuple, dict)):
         try:
@@ -634,7 +660,7 @@ def _table(rows: Iterable[Mapping[str, Any]]) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:80em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
-text-align:right;font-variant-numeric:tabular-nums}th{background:#eee}td:first-child{text-align:left}
+text-align:right;font-variant-numeric:tabular-nums}th{white-space:nowrap}th{background:#eee}td:first-child{text-align:left}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
 figcaption{font-size:.9em;color:#444;max-width:60em}
 img{max-width:100%;image-rendering:auto;border:1px solid #ccc}
@@ -711,8 +737,8 @@ def _series_row(vol, label: str, view: LPSView) -> dict[str, Any]:
         "shape_zyx": [nz, ny, nx],
         "spacing_mm": [round(float(s), 4) for s in sp],
         "fov_mm": [round(nx * sp[0], 1), round(ny * sp[1], 1), round(nz * sp[2], 1)],
-        "orientation": view.source_axes + (" (oblique, resampled for display)" if view.resampled
-                                           else ""),
+        "orientation": view.source_axes + (f" (oblique {view.obliquity_deg:.1f}°)"
+                                           if view.obliquity_deg else ""),
         "units": meta.get("units", ""),
         "min": float(fin.min()) if fin.size else float("nan"),
         "max": float(fin.max()) if fin.size else float("nan"),

@@ -240,3 +240,24 @@ def test_ingest_report(tmp_path):
     assert h_ct > 1.5 * h_mr
     with pytest.raises(OutputExistsError):
         ingest_report([ct], tmp_path / "out")
+
+
+def test_thin_oblique_slab_is_shown_in_its_acquisition_plane():
+    """A 4-slice slab tilted 18.5° (gantry tilt): resampling would cut it to a strip in the axial
+    panel, so ``auto`` keeps the acquisition plane (nearest axes) and prints the obliquity."""
+    from medvol import Volume
+    from medvol.report import to_lps_view
+    t = np.radians(18.5)
+    d = np.array([[1, 0, 0], [0, np.cos(t), np.sin(t)], [0, -np.sin(t), np.cos(t)]]).T
+    slab = Volume(np.full((4, 64, 64), 1000.0, np.float32), spacing=(1.0, 1.0, 1.0), direction=d)
+    view = to_lps_view(slab)
+    assert not view.resampled and view.obliquity_deg == pytest.approx(18.5)
+    assert view.array.shape == (4, 64, 64)
+    # world positions stay exact: the view's affine maps the centre voxel where the Volume does
+    np.testing.assert_allclose(view.center, slab.index_to_world([31.5, 31.5, 1.5]), atol=1e-9)
+    img, panels = render_orthoslices(slab, window=(0, 1000))
+    ax = next(q for q in panels if q.plane == "axial")
+    x0, y0, x1, y1 = ax.box
+    sub = np.asarray(img)[y0:y1, x0:x1]
+    assert (sub.min(-1) > 200).mean() > 0.9 and "oblique 18°" in ax.position
+    assert to_lps_view(slab, oblique="resample").resampled
