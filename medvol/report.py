@@ -592,6 +592,8 @@ _HEADERS = {
     "fov_mm": "Field of view x, y, z (mm)", "tilt_deg": "Gantry tilt (°)", "kvp": "kVp",
     "n_slices_in": "Slices in", "ct_hu": "CT in HU", "body_part": "Body part",
     "noise_i0": "Photons per ray (I₀)", "i0": "Photons per ray (I₀)", "cor": "Rotation axis",
+    "seconds_project": "Projection time (s)", "seconds_reconstruct": "Reconstruction time (s)",
+    "tv_lambda": "TV weight λ (data scale)", "det_offset_mm": "Detector offset (mm)",
 }
 _UNITS = {"mm": "mm", "db": "dB", "s": "s", "hu": "HU", "deg": "°", "px": "px", "ms": "ms",
           "pct": "%", "percent": "%", "hz": "Hz"}
@@ -659,8 +661,8 @@ def _table(rows: Iterable[Mapping[str, Any]]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:80em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;
-text-align:right;font-variant-numeric:tabular-nums}th{white-space:nowrap}th{background:#eee}td:first-child{text-align:left}
+table{border-collapse:collapse;margin:.5em 0;font-size:.92em}td,th{border:1px solid #bbb;padding:.25em .6em;
+text-align:right;font-variant-numeric:tabular-nums}th{background:#eee}td:first-child{text-align:left}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
 figcaption{font-size:.9em;color:#444;max-width:60em}
 img{max-width:100%;image-rendering:auto;border:1px solid #ccc}
