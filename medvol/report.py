@@ -81,13 +81,25 @@ _LETTER = (255, 200, 0)
 _BG = (0, 0, 0)
 
 
-def _np(x) -> np.ndarray:
+def _raw(x) -> np.ndarray:
+    """numpy view of an array or tensor (no copy for numpy), checked to be numeric."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
         raise InputError(f"image must be numeric, got dtype {a.dtype}")
-    return a.astype(np.float64)
+    return a
+
+
+def _np(x) -> np.ndarray:
+    return _raw(x).astype(np.float64)
+
+
+def _sample(a: np.ndarray, n: int = 2_000_000) -> np.ndarray:
+    """At most about ``n`` evenly strided values of ``a`` as float64 (display percentiles of big
+    volumes without copying them whole)."""
+    flat = a.reshape(-1)
+    return flat[::max(1, flat.size // n)].astype(np.float64)
 
 
 def _is_volume(x) -> bool:
@@ -158,9 +170,9 @@ def default_windows(vol_or_array) -> list[tuple[str, tuple[float, float]]]:
             if _is_head_ct(vol_or_array):
                 return [("brain", resolve_window("brain")), ("bone", resolve_window("head_bone"))]
             return [("soft tissue", resolve_window("soft_tissue"))]
-        data = _np(vol_or_array.array)
+        data = _sample(_raw(vol_or_array.array))
     else:
-        data = _np(vol_or_array)
+        data = _sample(_raw(vol_or_array))
     return [("0.5-99.5 percentile", resolve_window(None, data))]
 
 
@@ -243,7 +255,7 @@ def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 512,
 
     if oblique not in ("auto", "resample", "nearest"):
         raise InputError(f"oblique must be auto, resample or nearest, got {oblique!r}")
-    arr = _np(vol.array)
+    arr = _raw(vol.array)
     d = np.asarray(vol.direction, float)
     sp_xyz = np.asarray(vol.spacing, float)
     aff = np.eye(4)
@@ -261,7 +273,7 @@ def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 512,
         out = apply_orientation(ijk, ornt)
         new_aff = aff @ inv_ornt_aff(ornt, ijk.shape)
         sp_new = np.linalg.norm(new_aff[:3, :3], axis=0)
-        return LPSView(np.ascontiguousarray(out.transpose(2, 1, 0)),
+        return LPSView(out.transpose(2, 1, 0),
                        (float(sp_new[2]), float(sp_new[1]), float(sp_new[0])),
                        new_aff, code, False, angle if is_oblique else 0.0)
     import itertools
@@ -280,13 +292,13 @@ def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 512,
     if (hi - lo).max() / step + 1 > max_size:
         step = float((hi - lo).max() / (max_size - 1))
     size = [int(math.floor(e / step)) + 1 for e in (hi - lo)]
-    fill = float(np.nanmin(arr)) if arr.size else 0.0
+    fill = float(np.nanmin(arr)) if arr.size else 0.0     # NaN-free data assumed for display
     res = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, tuple(float(v) for v in lo),
                         (step,) * 3, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), fill, sitk.sitkFloat32)
     new_aff = np.eye(4)
     new_aff[:3, :3] *= step
     new_aff[:3, 3] = lo
-    return LPSView(sitk.GetArrayFromImage(res).astype(np.float64), (step,) * 3, new_aff, code,
+    return LPSView(sitk.GetArrayFromImage(res), (step,) * 3, new_aff, code,
                    True, angle)
 
 
@@ -422,8 +434,8 @@ def _scale_for(extent_mm: float, target_px: int) -> float:
 
 def _windows_for(window, obj, data) -> list[tuple[str, tuple[float, float]]]:
     if window is None:
-        return default_windows(obj) if _is_volume(obj) else [("0.5-99.5 percentile",
-                                                              resolve_window(None, data))]
+        return default_windows(obj) if _is_volume(obj) else [
+            ("0.5-99.5 percentile", resolve_window(None, _sample(np.asarray(data))))]
     name = window if isinstance(window, str) else ""
     return [(name, resolve_window(window, data))]
 
@@ -442,9 +454,9 @@ def render_orthoslices(vol_or_array, *, window=None, title: str | None = None,
         sp = tuple(float(s) for s in reversed(x.spacing))
         if spacing is None:
             view = to_lps_view(x)
-        data = _np(x.array)
+        data = _raw(x.array)
     else:
-        data = _np(x)
+        data = _raw(x)
     if spacing is not None:
         sp = tuple(float(s) for s in spacing)
     a = data
@@ -728,8 +740,7 @@ def write_html_report(out_dir, *, title: str, images: Sequence[tuple[str, str | 
 def _series_row(vol, label: str, view: LPSView) -> dict[str, Any]:
     meta = dict(getattr(vol, "meta", {}) or {})
     ing = meta.get("ingest", {}) if isinstance(meta.get("ingest"), Mapping) else {}
-    a = _np(vol.array)
-    fin = a[np.isfinite(a)]
+    a = _raw(vol.array)
     nz, ny, nx = vol.shape
     sp = vol.spacing
     row = {
@@ -742,8 +753,8 @@ def _series_row(vol, label: str, view: LPSView) -> dict[str, Any]:
         "orientation": view.source_axes + (f" (oblique {view.obliquity_deg:.1f}°)"
                                            if view.obliquity_deg else ""),
         "units": meta.get("units", ""),
-        "min": float(fin.min()) if fin.size else float("nan"),
-        "max": float(fin.max()) if fin.size else float("nan"),
+        "min": float(np.nanmin(a)) if a.size else float("nan"),
+        "max": float(np.nanmax(a)) if a.size else float("nan"),
     }
     if "tilt_deg" in meta:
         row["tilt_deg"] = meta["tilt_deg"]
