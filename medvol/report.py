@@ -234,7 +234,7 @@ def _axcodes(direction) -> str:
     return out
 
 
-def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 512,
+def to_lps_view(vol, *, oblique: str = "auto", max_size: int = 320,
                 oblique_tol_deg: float = 1.0) -> LPSView:
     """Bring a :class:`medvol.Volume` to the LPS frame for display (see :class:`LPSView`).
 
@@ -441,21 +441,25 @@ def _windows_for(window, obj, data) -> list[tuple[str, tuple[float, float]]]:
 
 
 def render_orthoslices(vol_or_array, *, window=None, title: str | None = None,
-                       spacing: Sequence[float] | None = None, center=None, size: int = 256):
+                       spacing: Sequence[float] | None = None, center=None, size: int = 256,
+                       view: LPSView | None = None):
     """Draw the orthogonal slices (see :func:`orthoslices_png`) and say where each panel lies.
 
     Returns ``(image, panels)``: a Pillow RGB image and a list of :class:`Panel`, one per drawn
-    slice and window (rows = windows, columns = axial, coronal, sagittal).
+    slice and window (rows = windows, columns = axial, coronal, sagittal). ``view``: the volume's
+    :func:`to_lps_view`, when already computed.
     """
     sp = None
     x = vol_or_array
-    view = None
     if _is_volume(x):
         sp = tuple(float(s) for s in reversed(x.spacing))
-        if spacing is None:
+        if spacing is not None:
+            view = None                     # explicit spacing: array order, as documented
+        elif view is None:
             view = to_lps_view(x)
         data = _raw(x.array)
     else:
+        view = None
         data = _raw(x)
     if spacing is not None:
         sp = tuple(float(s) for s in spacing)
@@ -497,7 +501,7 @@ def render_orthoslices(vol_or_array, *, window=None, title: str | None = None,
 
 def orthoslices_png(vol_or_array, path, *, window=None, title: str | None = None,
                     spacing: Sequence[float] | None = None, center=None, size: int = 256,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, view: LPSView | None = None) -> Path:
     """Write axial, coronal and sagittal slices (or a 2D image) as one labelled PNG.
 
     Parameters
@@ -512,11 +516,12 @@ def orthoslices_png(vol_or_array, path, *, window=None, title: str | None = None
         draws the array in array order (no reorientation).
     center : LPS point (mm) the three slices pass through; default the centre of the volume.
     size : the largest physical extent is drawn this many pixels wide.
+    view : the volume's :func:`to_lps_view`, when already computed.
 
     Returns the path.
     """
     img, _ = render_orthoslices(vol_or_array, window=window, title=title, spacing=spacing,
-                                center=center, size=size)
+                                center=center, size=size, view=view)
     return _save_png(img, path, overwrite)
 
 
@@ -566,15 +571,16 @@ def comparison_png(images: Sequence[Any], labels: Sequence[str], path, *, window
 
 
 def montage_png(vol, path, *, n: int = 8, window=None, title: str | None = None,
-                size: int = 160, overwrite: bool = False) -> Path:
+                size: int = 160, overwrite: bool = False, view: LPSView | None = None) -> Path:
     """QC montage: ``n`` evenly spaced axial slices (patient frame, radiological) per window.
 
     Slices run from 10 % to 90 % of the superior–inferior extent; each caption gives its position
-    in mm and the window. ``window=None`` uses :func:`default_windows`. Returns the path.
+    in mm and the window. ``window=None`` uses :func:`default_windows`; ``view`` is the volume's
+    :func:`to_lps_view` when already computed. Returns the path.
     """
     if not _is_volume(vol):
         raise InputError("montage_png needs a medvol Volume (with its geometry)")
-    view = to_lps_view(vol)
+    view = to_lps_view(vol) if view is None else view
     a = view.array
     nz, ny, nx = a.shape
     sz, sy, sx = view.spacing_zyx
@@ -796,9 +802,9 @@ def ingest_report(volumes: Sequence[Any], out_dir, *, title: str = "medvol inges
         rows.append(_series_row(vol, label, view))
         (out / label).mkdir(exist_ok=True)
         m = montage_png(vol, out / label / "qc_montage.png", n=n_slices, title=label,
-                        overwrite=overwrite)
+                        overwrite=overwrite, view=view)
         o = orthoslices_png(vol, out / label / "qc_orthoslices.png", title=label,
-                            overwrite=overwrite)
+                            overwrite=overwrite, view=view)
         images += [(f"{label}: axial montage", m), (f"{label}: axial, coronal, sagittal", o)]
         written += [m, o]
     written.append(write_html_report(out, title=title, images=images,
