@@ -2,8 +2,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# re-install when pyproject.toml changes
-STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)
+# extras installed into .venv: tests, Prefect flows, registration training data. The ASTRA
+# backend is GPL-3 and only installed when asked: `make test ASTRA=1`.
+ASTRA  ?= 0
+comma  := ,
+EXTRAS := test,flows,learned$(if $(filter 1 yes true,$(ASTRA)),$(comma)astra)
+# re-install when pyproject.toml or the extras change
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.cache/prefect
@@ -14,14 +19,15 @@ export MPLBACKEND := Agg
 
 help:
 	@echo "make demo       - ingest + reconstruct the bundled sample data into demo_out/"
-	@echo "make test       - run the test suite (GPU tests skip without CUDA)"
+	@echo "make test       - run the test suite (GPU tests skip without CUDA; ASTRA tests skip"
+	@echo "                  unless installed: make test ASTRA=1 adds the GPL astra-toolbox extra)"
 	@echo "make test-fast  - tests without the ones marked slow"
 	@echo "make bench      - print the benchmark tables (benchmarks/*.py)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,astra]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -69,6 +69,10 @@ def test_ingest_writes_volume_and_manifest(study, tmp_path, capsys, caplog):
     assert man["command"] == "ingest"
     assert len(man["inputs"]) == 5 and all(len(i["sha256"]) == 64 for i in man["inputs"])
     assert [o["path"] for o in man["outputs"]] == [f"{dirs[0].name}/volume.nrrd"]
+    # the QC report: montage + orthoslices beside each volume, report.html, listed under "qc"
+    assert sorted(q["path"] for q in man["qc"]) == sorted([
+        f"{dirs[0].name}/qc_montage.png", f"{dirs[0].name}/qc_orthoslices.png", "report.html"])
+    assert all((out / q["path"]).is_file() and len(q["sha256"]) == 64 for q in man["qc"])
     assert man["outputs"][0]["geometry"]["n_slices_in"] == 5
     assert "versions" in man
     # the written file equals SimpleITK's own read of the DICOM series

@@ -67,6 +67,7 @@ def ingest(
     from ..io import dicom as mdicom
     from ..io import write
     from ..manifest import Manifest, sha256_file
+    from ..report import ingest_report
 
     if resample not in ("auto", "never", "always"):
         raise InputError(f"--resample must be auto, never or always, got {resample!r}")
@@ -147,8 +148,9 @@ def ingest(
                 console.print(f"{label}: {ing['n_slices_in']} slice(s) → {vol.shape} "
                               f"(z, y, x), spacing {sp} mm" + (f" — {note}" if note else ""),
                               markup=False)
+            ingest_report([v for _, v in items], tmp, manifest=manifest)
             manifest.write(tmp / "manifest.json")
-        console.print(f"Wrote {len(items)} volume(s) and manifest.json to {out}", markup=False)
+        console.print(f"Wrote {len(items)} volume(s), manifest.json and report.html (QC) to {out}", markup=False)
     finally:
         logger.removeHandler(handler)
         logger.propagate, _ = old

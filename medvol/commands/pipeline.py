@@ -63,6 +63,9 @@ def run_pipeline(
     _prefect_env()
     from rich.console import Console
 
+    from .. import _optional, _progress
+    _optional.require("flows", "medvol run-pipeline")   # no Prefect: one line, exit code 6
+    _progress.start_prefect_server(progress=True)        # status line while it starts (terminal)
     from ..flows.pipeline import batch_pipeline, study_pipeline
 
     console = Console(highlight=False)
@@ -168,6 +171,8 @@ def serve(
         medvol serve --studies /data/studies --cron "0 2 * * *" -o /data/out
     """
     _prefect_env()
+    from .._optional import require
+    require("flows", "medvol serve")
     if not api_url():
         raise MedvolError(
             "no Prefect server configured (PREFECT_API_URL is not set); schedules cannot run on "

@@ -76,7 +76,8 @@ def recon(
                                          "available, else cpu)."),
     seed: int = typer.Option(0, help="Seed for simulated noise."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Progress bars (iterations, ETA) on a terminal; "
+                                        "never when stderr is piped."),
 ) -> None:
     """Reconstruct sparse-view CT (FBP, SIRT, CGLS, TV) and write a Slicer-ready result.
 
@@ -99,14 +100,16 @@ def recon(
                          hint=f"choose one of {', '.join(available_methods())}")
     if n_iter is not None and n_iter < 1:
         raise InputError(f"--n-iter must be at least 1, got {n_iter}")
-    with console.status(f"reconstructing ({method}) …"):
+    from .. import _progress
+
+    with _progress.scope(progress), _progress.status(f"reconstructing ({method}) …"):
         res = recon_job(input, out, method=method, weights=weights, geometry=geometry,
                         views=views, full_views=full_views, filter=filter, n_iter=n_iter,
                         lam=lam, noise_i0=noise_i0, slices=slices, downsample=downsample,
                         angles=angles, angle_rows=_span(angle_rows, "--angle-rows"),
                         flats=flats, darks=darks, cor=_cor(cor), pixel_size=pixel_size,
                         rows=_span(rows, "--rows"), backend=backend, device=device, seed=seed,
-                        overwrite=overwrite, progress=False)
+                        overwrite=overwrite, progress=progress)
     rec = res.record
     console.print(f"[green]wrote[/green] {out}/recon.nrrd, report.html, manifest.json")
     if "metrics" in rec:

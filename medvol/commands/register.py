@@ -39,13 +39,17 @@ def register(
                                              "(affine, B-spline, the learned methods' affine start); "
                                              "same seed, same result."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    progress: bool = typer.Option(True, help="Progress bars (levels, iterations, ETA) on a "
+                                  "terminal; never when stderr is piped."),
 ) -> None:
     """Register MOVING onto FIXED and write a Slicer-ready displacement field and report."""
+    from .. import _progress
     from ..registration.run import run_register
 
-    path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
-                        fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
-                        overwrite=overwrite, seed=seed)
+    with _progress.scope(progress), _progress.status(f"registering ({method}) …"):
+        path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
+                            fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
+                            overwrite=overwrite, seed=seed)
     typer.echo(f"wrote {path}")
 
 

