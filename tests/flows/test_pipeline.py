@@ -403,7 +403,6 @@ def test_study_pipeline_adds_register_step_on_rerun(prefect_api, studies, tmp_pa
 # --------------------------------------------------------------------------- training flows
 @pytest.mark.slow
 def test_train_pdunet_flow_trains_exports_and_resumes(prefect_api, tmp_path):
-    pytest.importorskip("medvol.learned.train")
     from safetensors import safe_open
 
     from medvol.flows.pipeline import train_pdunet

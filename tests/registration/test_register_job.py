@@ -16,8 +16,7 @@ from medvol.registration.learned import load_model, weights_path  # noqa: E402
 
 def _shipped(method="micdir"):
     p = weights_path(method, "intra")
-    if not p.is_file():
-        pytest.skip(f"shipped weights missing: {p}")
+    assert p.is_file(), f"shipped weights missing: {p}"
     return p
 
 
@@ -113,11 +112,11 @@ def test_register_bad_inputs_are_one_line_errors(tmp_path):
         run_register(p["f"], p["m"], tmp_path / "o4", method="micdir", weights=bad)
     from medvol.cli import main
 
-    if main(["register", "--help"]) == 0:  # once the lead registers the command: one-line error
-        assert main(["register", str(p["f"]), str(p["m"]), "-o", str(tmp_path / "o5"),
-                     "--weights", str(bad)]) == WeightsError.exit_code
-        assert main(["register", str(tmp_path / "nope.nrrd"), str(p["m"]), "-o",
-                     str(tmp_path / "o6")]) == InputError.exit_code
+    assert main(["register", "--help"]) == 0
+    assert main(["register", str(p["f"]), str(p["m"]), "-o", str(tmp_path / "o5"),
+                 "--weights", str(bad)]) == WeightsError.exit_code
+    assert main(["register", str(tmp_path / "nope.nrrd"), str(p["m"]), "-o",
+                 str(tmp_path / "o6")]) == InputError.exit_code
 
 
 @pytest.mark.parametrize("metric", ["ncc", "mi"])
