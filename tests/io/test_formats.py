@@ -612,13 +612,9 @@ def test_info_command_function(vol, tmp_path):
     assert "Example" in r.output and "--json" in r.output
 
 
-def test_info_dicom_folder(capsys):
+def test_info_dicom_folder(capsys, shared_data):
     """A DICOM folder prints one block per series (same geometry as read_dicom_series)."""
-    from pathlib import Path
-
-    folder = Path("/work/shared/data/dicom/transfer_syntaxes")
-    if not folder.is_dir():
-        pytest.skip(f"real DICOM data not present at {folder}")
+    folder = shared_data / "dicom" / "transfer_syntaxes"
     main = _cli_main()
     from medvol.io import read_dicom_series
 
