@@ -235,10 +235,9 @@ def test_sharpness_methods():
 
 # ------------------------------------------------------------------------------ real data
 @pytest.fixture(scope="module")
-def synchrotron_root(shared_data):
-    root = shared_data / "projections" / "synchrotron_parallel"
-    if not (root / "raw").is_dir():
-        pytest.skip(f"synchrotron example data not found under {root}")
+def synchrotron_root(sample_data):
+    root = sample_data / "projections" / "synchrotron_parallel"    # bundled
+    assert (root / "raw").is_dir(), f"bundled synchrotron example data missing under {root}"
     return root
 
 
