@@ -26,8 +26,7 @@ def _ct5n() -> Path:
     from pydicom.data import get_testdata_file
 
     p = get_testdata_file("dicomdirtests/DICOMDIR")
-    if p is None:
-        pytest.skip("pydicom dicomdirtests not available")
+    assert p is not None, "pydicom's dicomdirtests data (in the pydicom wheel) not found"
     return Path(p).parent / "98892001" / "CT5N"
 
 
@@ -91,10 +90,8 @@ def test_ingest_writes_volume_and_manifest(study, tmp_path, capsys, caplog):
     assert not (tmp_path / "x").exists()
 
 
-def test_ingest_tilted_ct_reports_decision(shared_data, tmp_path, capsys):
-    src = shared_data / "dicom" / "ct_head_ge_tilt"
-    if not src.is_dir():
-        pytest.skip("ct_head_ge_tilt not in shared data")
+def test_ingest_tilted_ct_reports_decision(ge_ct_dir, tmp_path, capsys):
+    src = ge_ct_dir
     out = tmp_path / "out"
     assert main(["ingest", str(src), "-o", str(out), "--format", "nii.gz"]) == 0
     text = capsys.readouterr().out
@@ -135,8 +132,7 @@ def test_console_script_bad_input(tmp_path):
     exe = Path(sys.executable).with_name("medvol")
     if not exe.exists():
         exe = shutil.which("medvol")
-        if exe is None:
-            pytest.skip("medvol console script not installed")
+        assert exe is not None, "medvol console script not installed (pip install -e .)"
     from importlib.metadata import entry_points
 
     eps = [e.value for e in entry_points(group="console_scripts") if e.name == "medvol"]

@@ -1,7 +1,6 @@
 """Numba 3D Joseph kernels: agreement with the torch kernels, adjointness, 2D ↔ 3D consistency."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from medvol.geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3
 from medvol.kernels import _cpu3d as c3  # noqa: E402
 from medvol.kernels import _torch_kernels as tk  # noqa: E402
 
-HAVE_CPU2D = importlib.util.find_spec("medvol.kernels._cpu2d") is not None
 
 
 def _geoms():
@@ -151,7 +149,6 @@ def test_bad_inputs_raise_medvol_errors():
         c3.forward(np.zeros((1, *vol)), geom, (1.0, -1.0, 1.0))
 
 
-@pytest.mark.skipif(not HAVE_CPU2D, reason="medvol.kernels._cpu2d (numba 2D kernels) not present")
 @pytest.mark.parametrize("kind", ["par2d", "fan"])
 def test_numba2d_matches_torch2d(kind):
     from medvol.kernels import _cpu2d as c2

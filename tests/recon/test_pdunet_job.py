@@ -1,5 +1,5 @@
 """PD-UNet job (medvol.recon.pdunet): resume equals an uninterrupted run; data split; shipped
-weights beat FBP. Real data come from ``../shared/data`` passed explicitly."""
+weights beat FBP. Data: the bundled head CT (sample_data/dicom/ct_head_ge_tilt) passed explicitly."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,18 +16,10 @@ from medvol.learned.weights import shipped_weights, shipped_weights_names  # noq
 from medvol.recon.pdunet import PRETRAINED, load_pdunet, task_operator  # noqa: E402
 
 TINY = dict(width=4, depth=2, n_primal=4, n_dual=5, n_iter=2, dual_width=4)
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"   # ../shared/data
-
-
-def _have_ct():
-    try:
-        return len(ct_slices("test", data=DATA)) == 6
-    except Exception:
-        return False
+DATA = Path(__file__).resolve().parents[2] / "sample_data"   # bundled: dicom/ct_head_ge_tilt
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_resume_matches_uninterrupted(tmp_path):
     from medvol.recon.pdunet import train_pdunet
 
@@ -48,7 +40,6 @@ def test_resume_matches_uninterrupted(tmp_path):
     assert meta.task["name"] == "ct_x16" and m.config == TINY
 
 
-@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_ct_split_is_disjoint_and_in_attenuation_units():
     tr, te = ct_slices("train", data=DATA), ct_slices("test", data=DATA)
     assert len(tr) == 22 and len(te) == 6
@@ -69,8 +60,7 @@ def test_augmentation_is_deterministic_given_params():
 
 
 def _shipped(name):
-    if name not in shipped_weights_names():
-        pytest.skip(f"{name} not shipped")
+    assert name in shipped_weights_names(), f"shipped weights missing: {name}"
     return load_pdunet(name)
 
 
@@ -82,7 +72,6 @@ def test_shipped_weights_load(name):
     assert float(model.image_scale) > 0
 
 
-@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_shipped_ct_pdunet_beats_fbp_on_held_out_slice():
     from medvol.metrics import ssim
     from medvol.recon.pdunet import pdunet_reconstruct
@@ -106,10 +95,7 @@ def test_shipped_mri_pdunet_from_kspace_beats_gridding():
     from medvol.mri import gridding_recon, nufft_forward
 
     _shipped("pdunet_mri_x16")
-    try:
-        gt = mri_slices("test")[50]
-    except Exception as e:       # nilearn missing
-        pytest.skip(f"MNI152 template unavailable: {e}")
+    gt = mri_slices("test")[50]      # nilearn's MNI152 template (inside the nilearn wheel)
     tr = get_task("mri_x16").sparse_trajectory()
     k = nufft_forward(gt, tr)
     rec = pdunet_reconstruct_kspace(k, tr, weights="pdunet_mri_x16")
@@ -119,7 +105,6 @@ def test_shipped_mri_pdunet_from_kspace_beats_gridding():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_train_pdunet_cli_function(tmp_path):
     import typer
     from typer.testing import CliRunner
