@@ -47,7 +47,7 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
     """Resample ``moving`` onto ``fixed``'s grid through ``x ↦ x + u(x)`` (SimpleITK)."""
     import SimpleITK as sitk
 
-    from ..io.formats import _field_image
+    from ..io.fields import field_image as _field_image
 
     tx = sitk.DisplacementFieldTransform(_field_image(np.asarray(disp_mm, np.float64), fixed))
     it = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interp]
