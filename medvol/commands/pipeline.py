@@ -4,18 +4,68 @@ Prefect is imported inside the commands (it costs 1.5–2.5 s), so ``medvol --he
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
 from ..errors import InputError, MedvolError
 
 
+#: seconds medvol lets Prefect's temporary server take to start (Prefect's own default, 20 s,
+#: is too short on a loaded machine); PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins
+PREFECT_STARTUP_TIMEOUT_S = 120
+
+
 def _prefect_env() -> None:
     """Offline-friendly Prefect defaults (before Prefect is imported); user settings win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                          str(PREFECT_STARTUP_TIMEOUT_S))
+
+
+def _check_out_outside(inputs: List[Path], out: Path) -> None:
+    """``-o`` inside a study folder would be scanned as part of the study on every rerun."""
+    o = Path(out).resolve()
+    for s in inputs:
+        r = Path(s).resolve()
+        if r == o or r in o.parents:
+            raise InputError("the output folder lies inside the study folder", path=out,
+                             hint="choose an output folder outside the input")
+
+
+@contextlib.contextmanager
+def _quiet_prefect(log_file: Path) -> Iterator[None]:
+    """Send Prefect's console logging (task tracebacks, server notices) to ``log_file``: the
+    terminal gets one line per failed study/step, the log file the full detail."""
+    import logging
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(log_file, encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    swapped = []
+    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
+    for name in ["prefect", *names]:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+                swapped.append((lg, h))
+        if name == "prefect":
+            lg.addHandler(fh)
+    try:
+        yield
+    finally:
+        logging.getLogger("prefect").removeHandler(fh)
+        for lg, h in swapped:
+            lg.addHandler(h)
+        fh.close()
+
+
+def _server_timeout(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and "Timed out" in str(e) and "server" in str(e).lower()
 
 
 def run_pipeline(
@@ -50,7 +100,10 @@ def run_pipeline(
     """Run the study pipeline (ingest → reconstruct → register → report) as a Prefect flow.
 
     Needs no Prefect server: without PREFECT_API_URL, Prefect starts a temporary local one (about
-    15 s). A rerun with the same inputs and options skips every finished step.
+    15 s; medvol allows it 120 s, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS overrides).
+    A rerun with the same inputs and options skips every finished step. The terminal shows one
+    line per failed study/step; Prefect's full log goes to OUT/pipeline.log. OUT must not lie
+    inside a study folder.
 
     Examples:
 
@@ -61,11 +114,35 @@ def run_pipeline(
         medvol run-pipeline studies/* -o out/ --runner dask --scheduler tcp://head:8786
     """
     _prefect_env()
+    _check_out_outside(list(study_dir) + ([reference] if reference else []), out)
     from rich.console import Console
 
-    from ..flows.pipeline import batch_pipeline, study_pipeline
+    import prefect  # noqa: F401  (configures Prefect's loggers, which _quiet_prefect redirects)
 
     console = Console(highlight=False)
+    try:
+        with _quiet_prefect(Path(out) / "pipeline.log"):
+            _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads,
+                 method, views, full_views, geometry, n_iter, slices, downsample, register,
+                 reference, register_method, overwrite)
+    except MedvolError:
+        raise
+    except Exception as e:
+        if _server_timeout(e):
+            raise MedvolError(
+                f"Prefect's temporary server did not start within "
+                f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s",
+                hint="the machine is busy: raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+                     ", or start `prefect server start` and set PREFECT_API_URL") from None
+        raise
+
+
+def _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads, method,
+         views, full_views, geometry, n_iter, slices, downsample, register, reference,
+         register_method, overwrite) -> None:
+    from .._text import escape_markup, one_line
+    from ..flows.pipeline import batch_pipeline, study_pipeline
+
     opts = dict(method=method, views=views, full_views=full_views, geometry=geometry,
                 n_iter=n_iter, slices=slices, downsample=downsample, register=register,
                 reference=str(reference) if reference else None,
@@ -83,7 +160,8 @@ def run_pipeline(
         if s["status"] == "completed":
             _print_study(console, s)
         else:
-            console.print(f"[red]{s['study']}: failed[/red] — {s['error']}", markup=True)
+            console.print(f"[red]{escape_markup(s['study'])}: failed[/red] — "
+                          f"{escape_markup(one_line(s['error']))}", markup=True)
     console.print(f"{summary['n_completed']}/{summary['n_studies']} studies completed in "
                   f"{summary['seconds']:.1f} s; summary: {Path(out) / 'batch_summary.json'}")
     if summary["n_failed"]:
@@ -94,12 +172,14 @@ def run_pipeline(
 def _print_study(console, s: dict) -> None:
     states = ", ".join(f"{st['step']}{'[' + st['label'] + ']' if st['label'] else ''}="
                        f"{st['status']}" for st in s["steps"])
-    console.print(f"{s['study']}: {states}", markup=False)
+    from .._text import sanitize
+
+    console.print(sanitize(f"{s['study']}: {states}"), markup=False)
     for label, ms in s.get("metrics", {}).items():
         for name, m in ms.items():
             console.print(f"  {label} {name:5s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}",
                           markup=False)
-    console.print(f"  report: {s['report']}", markup=False)
+    console.print(sanitize(f"  report: {s['report']}"), markup=False)
 
 
 def api_url() -> str | None:

@@ -61,7 +61,7 @@ def _load_volume(path: Path, kind: str):
     from ..errors import InputError
 
     if kind == "volume":
-        return mio.read(path)
+        return mio.read(path, min_shape=(1, 16, 16), purpose="reconstruction")
     vols = mio.read_dicom_series(path)
     if not vols:
         raise InputError("no series found", path=path)
@@ -176,7 +176,10 @@ def recon(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_outputs(res, tmp, man)
     rec = res.record
-    console.print(f"[green]wrote[/green] {out}/recon.nrrd, report.html, manifest.json")
+    from .._text import escape_markup
+
+    console.print(f"[green]wrote[/green] {escape_markup(out)}/recon.nrrd, report.html, "
+                  "manifest.json")
     if "metrics" in rec:
         for name, m in rec["metrics"].items():
             console.print(f"  {name:6s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}  "

@@ -203,6 +203,9 @@ def _read_nrrd_field(path: Path):
 def _read_sitk_field(path: Path):
     import SimpleITK as sitk
 
+    from .volumes import check_metaimage
+
+    check_metaimage(path, components=3)
     img = sitk.ReadImage(str(path))
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 3:
         raise InputError("not a 3D field with 3 components per voxel", path=path)

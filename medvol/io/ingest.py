@@ -94,6 +94,11 @@ def ingest_study(dicom_dir: str | os.PathLike, out: str | os.PathLike, *,
     if fmt not in VOLUME_FORMATS:
         raise InputError(f"format must be nrrd or nii.gz, got {fmt!r}")
     check_writable(out, overwrite, inputs=[dicom_dir])
+    src, dst = Path(dicom_dir).resolve(), Path(out).resolve()
+    if src.is_dir() and src in dst.parents:
+        raise InputError("the output folder lies inside the input folder", path=out,
+                         hint="choose an output folder outside the input (a rerun would scan "
+                              "the outputs as input)")
     errors = "skip" if skip_bad_series else "raise"
     scan = mdicom.scan_dicom(dicom_dir, progress=progress, errors=errors,
                              skip_unreadable=skip_unreadable, follow_symlinks=follow_symlinks)

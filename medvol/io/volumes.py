@@ -128,16 +128,23 @@ def _write_mhd(img, path: Path, overwrite: bool, compress: bool) -> None:
 
 
 # --------------------------------------------------------------------------- read
-def read(path: str | os.PathLike) -> Volume:
+def read(path: str | os.PathLike, *, min_shape: tuple[int, int, int] | None = None,
+         purpose: str = "") -> Volume:
     """Read a 3D scalar volume from ``.nrrd``/``.nhdr``, ``.nii``/``.nii.gz`` or ``.mha``/``.mhd``.
 
     NRRD ``space`` may be LPS, RAS or LAS (long or short spelling); RAS/LAS are converted to LPS.
     Whitelisted ``medvol_<key>`` provenance fields come back in ``Volume.meta``.
 
+    ``min_shape`` (z, y, x): refuse smaller volumes with one clear line (e.g. registration
+    needs ≥ 4 voxels per axis); ``purpose`` names the use in that message.
+
     Raises
     ------
     InputError
-        Missing, unreadable, non-3D or vector file, or an unsupported suffix.
+        Missing, unreadable, non-3D or vector file, an unsupported suffix, or smaller than
+        ``min_shape``.
+    LimitError
+        The declared size is over the budget (:mod:`medvol.io.budget`).
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -147,15 +154,23 @@ def read(path: str | os.PathLike) -> Volume:
     _require_file(path)
     try:
         if suffix in (".nrrd", ".nhdr"):
-            return _read_nrrd_volume(path)
-        if suffix in (".nii", ".nii.gz"):
-            return _read_nifti(path)
-        return _read_sitk_volume(path)
+            vol = _read_nrrd_volume(path)
+        elif suffix in (".nii", ".nii.gz"):
+            vol = _read_nifti(path)
+        else:
+            vol = _read_sitk_volume(path)
     except MedvolError:
         raise
     except Exception as e:  # library errors -> one line
         raise InputError(f"cannot read: {_one_line(e)}", path=path,
                          hint="is it a valid, complete file?") from None
+    if vol.array.size == 0:
+        raise InputError(f"volume has no voxels (shape {tuple(vol.shape)})", path=path)
+    if min_shape is not None and any(n < m for n, m in zip(vol.shape, min_shape)):
+        raise InputError(f"volume of shape {tuple(vol.shape)} (z, y, x) is too small"
+                         + (f" for {purpose}" if purpose else "") + f": at least "
+                         f"{'×'.join(map(str, min_shape))} voxels are needed", path=path)
+    return vol
 
 
 
@@ -178,8 +193,11 @@ def _read_nrrd_volume(path: Path) -> Volume:
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
+    from .budget import check_volume
+
     img = nib.load(str(path))
     shape = img.shape
+    check_volume(shape, img.get_data_dtype().itemsize, what="NIfTI volume", path=path)
     if len(shape) == 5 or (len(shape) == 4 and shape[3] != 1):
         raise InputError(f"NIfTI has shape {shape}, not a 3D scalar volume", path=path,
                          hint="medvol reads displacement fields from NRRD or ITK .h5 "
@@ -190,9 +208,50 @@ def _read_nifti(path: Path) -> Volume:
     return vol.with_array(np.ascontiguousarray(vol.array))
 
 
+def check_metaimage(path: Path, components: int = 1) -> None:
+    """Before SimpleITK reads a MetaImage: its ``ElementDataFile`` must resolve inside the
+    header's folder (regular file) and its declared ``DimSize`` must fit the budget."""
+    from ._common import inside_folder, open_regular
+    from .budget import check_volume
+
+    fields: dict[str, str] = {}
+    with open_regular(path) as fh:
+        for _ in range(200):
+            line = fh.readline(65536).decode("latin-1", "replace")
+            if not line:
+                break
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+    dims = fields.get("DimSize", "").split()
+    try:
+        shape = [int(float(d)) for d in dims]
+    except (ValueError, OverflowError):
+        raise InputError(f"MetaImage DimSize {fields.get('DimSize')!r} is not numeric",
+                         path=path) from None
+    ncomp = fields.get("ElementNumberOfChannels", "1")
+    try:
+        ncomp_i = max(int(ncomp), 1)
+    except ValueError:
+        raise InputError(f"MetaImage ElementNumberOfChannels {ncomp!r} is not an integer",
+                         path=path) from None
+    check_volume(shape + [ncomp_i], 8, what="MetaImage", path=path)
+    name = fields.get("ElementDataFile")
+    if name is None:
+        raise InputError("MetaImage header has no ElementDataFile", path=path)
+    if name.upper() != "LOCAL":
+        if name.upper().startswith("LIST") or "%" in name or len(name.split()) > 1:
+            raise InputError("multi-file MetaImage data are not supported", path=path)
+        target = inside_folder(path.parent, name, what="ElementDataFile", path=path)
+        open_regular(target).close()
+
+
 def _read_sitk_volume(path: Path) -> Volume:
     import SimpleITK as sitk
 
+    check_metaimage(path)
     img = sitk.ReadImage(str(path))
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(

@@ -196,8 +196,8 @@ def run_register(fixed_path, moving_path, out, *, method: str = "micdir", modali
     for p, what in ((fixed_path, "fixed image"), (moving_path, "moving image")):
         if not p.is_file():
             raise InputError(f"{what} not found", path=p, hint="give a .nrrd/.nii.gz/.mha volume")
-    fixed = mio.read(fixed_path)
-    moving = mio.read(moving_path)
+    fixed = mio.read(fixed_path, min_shape=(4, 4, 4), purpose="registration")
+    moving = mio.read(moving_path, min_shape=(4, 4, 4), purpose="registration")
     labels = mio.read(labels_path) if labels_path is not None else None
     if labels is not None and not labels.same_grid(moving):
         raise InputError("labels are not on the moving image's grid", path=labels_path,

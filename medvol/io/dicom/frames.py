@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DicomError
+from ...errors import DicomError, InputError
 from . import values as V
 from .meta import safe_token
 from .scan import SeriesGroup
@@ -84,7 +84,7 @@ def _classic_frames(group: SeriesGroup) -> list[_Frame]:
         where = str(f)
         try:
             frames.append(_classic_frame(f, ds, where))
-        except DicomError:
+        except (InputError, MemoryError):
             raise
         except Exception as e:  # pydicom conversion errors on malformed values
             raise DicomError(f"{where}: invalid header ({type(e).__name__}) — the file is "
@@ -145,7 +145,7 @@ def _enhanced_stacks(group: SeriesGroup) -> list[tuple[dict, list[_Frame]]]:
     where = str(f)
     try:
         return _enhanced_stacks_checked(f, ds, where)
-    except DicomError:
+    except (InputError, MemoryError):
         raise
     except Exception as e:  # pydicom conversion errors on malformed values
         raise DicomError(f"{where}: invalid header ({type(e).__name__}) — the file is corrupt; "
