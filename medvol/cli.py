@@ -76,9 +76,10 @@ def _exception_families():
     return tuple(abort), tuple(exit_), tuple(usage)
 
 
-class Terminated(KeyboardInterrupt):
+class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that ``finally``/``except BaseException``
-    cleanup (partial output folders, servers) runs exactly as for Ctrl-C."""
+    cleanup (partial output folders, servers) runs exactly as for Ctrl-C. Not a
+    KeyboardInterrupt, so click does not turn it into an ``Abort``."""
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the hostile tests

@@ -78,12 +78,13 @@ def ingest(
     from ..io import ingest_study
 
     console = Console(highlight=False, soft_wrap=True)
-    logger = logging.getLogger("medvol.io.dicom")
     handler = _ConsoleHandler(console)
-    old = (logger.propagate, logger.level)
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("medvol.io.dicom", "medvol.atomic")]
+    olds = [(lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
     try:
         res = ingest_study(dicom_dir, out, overwrite=overwrite, resample=resample, fmt=fmt,
                            fill_value=fill_value, skip_bad_series=skip_bad_series,
@@ -96,6 +97,7 @@ def ingest(
         console.print(sanitize(f"Wrote {len(res.series)} volume(s) and manifest.json to {out}"),
                       markup=False)
     finally:
-        logger.removeHandler(handler)
-        logger.propagate, _ = old
-        logger.setLevel(old[1])
+        for lg, (prop, level) in zip(loggers, olds):
+            lg.removeHandler(handler)
+            lg.propagate = prop
+            lg.setLevel(level)

@@ -4,10 +4,9 @@ Prefect is imported inside the commands (it costs 1.5–2.5 s), so ``medvol --he
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -36,32 +35,50 @@ def _check_out_outside(inputs: List[Path], out: Path) -> None:
                              hint="choose an output folder outside the input")
 
 
-@contextlib.contextmanager
-def _quiet_prefect(log_file: Path) -> Iterator[None]:
-    """Send Prefect's console logging (task tracebacks, server notices) to ``log_file``: the
-    terminal gets one line per failed study/step, the log file the full detail."""
-    import logging
+_LOGGING_YAML = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  standard:
+    format: "%(asctime)s %(levelname)s %(name)s: %(message)s"
+handlers:
+  file:
+    class: logging.FileHandler
+    filename: {log}
+    encoding: utf-8
+    formatter: standard
+loggers:
+  prefect: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.flow_runs: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.task_runs: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.server: {{level: WARNING, handlers: [file], propagate: false}}
+  prefect.client: {{level: WARNING, handlers: [file], propagate: false}}
+  uvicorn: {{level: WARNING, handlers: [file], propagate: false}}
+  medvol: {{level: INFO, handlers: [file], propagate: false}}
+root:
+  level: WARNING
+  handlers: [file]
+"""
 
+
+def _log_to_file(log_file: Path) -> None:
+    """Route Prefect's logging (task tracebacks, server notices) to ``log_file`` through
+    Prefect's own ``PREFECT_LOGGING_SETTINGS_PATH`` (must run before Prefect is imported): the
+    terminal shows one line per failed study/step, the log file the full detail. A user's own
+    logging settings file wins."""
+    import json
+    import tempfile
+
+    if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH"):
+        return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(log_file, encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    swapped = []
-    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
-    for name in ["prefect", *names]:
-        lg = logging.getLogger(name)
-        for h in list(lg.handlers):
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                lg.removeHandler(h)
-                swapped.append((lg, h))
-        if name == "prefect":
-            lg.addHandler(fh)
-    try:
-        yield
-    finally:
-        logging.getLogger("prefect").removeHandler(fh)
-        for lg, h in swapped:
-            lg.addHandler(h)
-        fh.close()
+    fd, cfg = tempfile.mkstemp(prefix="medvol-prefect-logging.", suffix=".yml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_LOGGING_YAML.format(log=json.dumps(str(log_file.resolve()))))
+    os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = cfg
+    import atexit
+
+    atexit.register(lambda: os.path.exists(cfg) and os.unlink(cfg))
 
 
 def _server_timeout(e: BaseException) -> bool:
@@ -115,16 +132,22 @@ def run_pipeline(
     """
     _prefect_env()
     _check_out_outside(list(study_dir) + ([reference] if reference else []), out)
+    for s in study_dir:
+        if not Path(s).exists():
+            raise InputError("study folder not found", path=s, hint="give a folder of DICOM files")
+    if register and (reference is None or not Path(reference).is_file()):
+        raise InputError("reference volume not found" if reference else
+                         "--register needs --reference", path=reference)
+    if views < 1 or full_views < views:
+        raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
     from rich.console import Console
 
-    import prefect  # noqa: F401  (configures Prefect's loggers, which _quiet_prefect redirects)
-
+    _log_to_file(Path(out) / "pipeline.log")
     console = Console(highlight=False)
     try:
-        with _quiet_prefect(Path(out) / "pipeline.log"):
-            _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads,
-                 method, views, full_views, geometry, n_iter, slices, downsample, register,
-                 reference, register_method, overwrite)
+        _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads,
+             method, views, full_views, geometry, n_iter, slices, downsample, register,
+             reference, register_method, overwrite)
     except MedvolError:
         raise
     except Exception as e:
