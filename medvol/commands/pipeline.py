@@ -81,6 +81,56 @@ def _log_to_file(log_file: Path) -> None:
     atexit.register(lambda: os.path.exists(cfg) and os.unlink(cfg))
 
 
+#: run as ``python -c`` in place of ``python -m uvicorn``: the temporary Prefect server exits by
+#: itself within a second once the medvol process that started it is gone (even after SIGKILL,
+#: which leaves no chance to stop it)
+_UVICORN_WATCHDOG = (
+    "import os, runpy, sys, threading, time\n"
+    "parent = os.getppid()\n"
+    "def watch():\n"
+    "    while True:\n"
+    "        time.sleep(0.5)\n"
+    "        if os.getppid() != parent:\n"
+    "            os._exit(0)\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
+    "sys.argv = ['uvicorn'] + sys.argv[1:]\n"
+    "runpy.run_module('uvicorn', run_name='__main__', alter_sys=True)\n")
+
+
+def _server_dies_with_us() -> None:
+    """Make Prefect's temporary server (a ``python -m uvicorn`` child) exit when this process
+    ends by any means. Prefect stops it at normal exit and on SIGTERM (medvol turns SIGTERM
+    into a clean exit); after ``kill -9`` only the watchdog above can."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        import subprocess
+        import types
+
+        import prefect.server.api.server as S
+    except Exception:  # pragma: no cover - Prefect layout changed: keep its default
+        return
+    if getattr(S.SubprocessASGIServer, "_medvol_watchdog", False):
+        return
+    orig = S.SubprocessASGIServer._run_uvicorn_command
+
+    def run_uvicorn(self):
+        def popen(args, **kw):
+            args = list(args)
+            if args[1:3] == ["-m", "uvicorn"]:
+                args = [args[0], "-c", _UVICORN_WATCHDOG] + args[3:]
+            return subprocess.Popen(args, **kw)
+
+        S.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen})
+        try:
+            return orig(self)
+        finally:
+            S.subprocess = subprocess
+
+    S.SubprocessASGIServer._run_uvicorn_command = run_uvicorn
+    S.SubprocessASGIServer._medvol_watchdog = True
+
+
 def _server_timeout(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "Timed out" in str(e) and "server" in str(e).lower()
 
@@ -143,6 +193,7 @@ def run_pipeline(
     from rich.console import Console
 
     _log_to_file(Path(out) / "pipeline.log")
+    _server_dies_with_us()
     console = Console(highlight=False)
     try:
         _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads,
@@ -262,7 +313,8 @@ def serve(
     """Serve medvol's deployments (scheduled batch, inbox watcher) until Ctrl-C.
 
     Schedules need a real Prefect server: start one with `prefect server start` and set
-    PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) in this shell first.
+    PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) in this shell first. The terminal shows
+    one line per failed study; Prefect's full log goes to OUT/serve.log.
 
     Examples:
 
@@ -278,6 +330,7 @@ def serve(
             hint="start one in another terminal with `prefect server start --host 127.0.0.1 "
                  "--port 4200`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and "
                  "rerun `medvol serve`")
+    _log_to_file(Path(out) / "serve.log")
     deps = build_deployments(inbox=inbox, studies=studies, out=out, cron=cron,
                              watch_interval=watch_interval, settle_seconds=settle_seconds,
                              method=method, views=views)

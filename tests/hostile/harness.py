@@ -57,7 +57,12 @@ def run_cli(args: list[str], *, cwd: str | None = None, env: dict | None = None,
     p = subprocess.Popen(medvol_cmd() + [str(a) for a in args], cwd=cwd, env=full_env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limits)
     if on_start is not None:
-        on_start(p)
+        try:
+            on_start(p)
+        except BaseException:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
     timed_out = False
     try:
         out, err = p.communicate(timeout=timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,65 @@ def test_sigkill_debris_removed_by_next_run(tmp_path):
     assert rerun.rc == 0, rerun.stderr
     assert "removed stale partial output" in rerun.stdout + rerun.stderr
     assert _leftovers(tmp_path) == []
+
+
+def _children(pid):
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(d.name), cmd))
+    return out
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purpose
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigkill_pipeline_stops_its_server(tmp_path):
+    """``kill -9`` of run-pipeline used to orphan Prefect's uvicorn server."""
+    import signal
+    import time
+
+    pytest.importorskip("prefect")
+    G.write_series(tmp_path / "in", G._slices(2))
+    seen = {}
+
+    def on_start(p):
+        t0 = time.time()
+        while time.time() - t0 < 50 and p.poll() is None:
+            kids = [k for k in _children(p.pid) if "uvicorn" in k[1]]
+            if kids:
+                seen["server"] = kids[0][0]
+                time.sleep(0.5)
+                os.kill(p.pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    run_cli(["run-pipeline", tmp_path / "in", "-o", tmp_path / "out", "--method", "fbp"],
+            cwd=str(G.REPO), on_start=on_start, timeout=90)
+    if "server" not in seen:
+        pytest.skip("the pipeline ended before its server could be seen")
+    pid = seen["server"]
+    t0 = time.time()
+    while _alive(pid) and time.time() - t0 < 15:
+        time.sleep(0.2)
+    gone = not _alive(pid)
+    if not gone:
+        os.kill(pid, signal.SIGKILL)
+    assert gone, "Prefect's server outlived the killed run-pipeline"
