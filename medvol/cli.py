@@ -6,6 +6,7 @@ Heavy libraries (torch, SimpleITK, monai, prefect) are imported inside the comma
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -32,7 +33,7 @@ app = typer.Typer(
 
 @app.callback()
 def _options(
-    max_voxels: int = typer.Option(
+    max_voxels: Optional[int] = typer.Option(
         None, "--max-voxels", help="Voxels one input volume may declare before medvol refuses "
                                    "it (default 2**28; env MEDVOL_MAX_VOXELS)."),
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...errors import DicomError, InputError
+from ...errors import DicomError, InputError, MedvolError
 from ...volume import Volume
 from . import geometry as geo
 from .meta import safe_meta
@@ -345,10 +345,9 @@ def load_series(group: SeriesGroup, *, resample: str = "auto", fill_value: float
                                            fill_value=fill_value, advance=advance,
                                            decisions=group.decisions, extra=info,
                                            group_key=group.key))
-            except (InputError, MemoryError):
+            except (MedvolError, MemoryError):
                 raise
-            except (ValueError, TypeError, IndexError, KeyError, AttributeError,
-                    OverflowError, ArithmeticError) as e:
+            except Exception as e:  # any library error on a malformed value: one line
                 raise DicomError(f"{frames[0].path}: cannot build a volume from this series "
                                  f"({type(e).__name__}: {e}) — a header value is corrupt; "
                                  "re-export or remove it") from None

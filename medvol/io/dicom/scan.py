@@ -276,12 +276,22 @@ def scan_dicom(path: str | os.PathLike, *, progress: bool = False, errors: str =
                     skipped.append((f, "unreadable header"))
                     continue
                 raise DicomError(msg, path=f) from None
-            sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
-                      or ds.get("SOPClassUID", ""))
+            try:
+                sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
+                          or ds.get("SOPClassUID", ""))
+                has_rows = "Rows" in ds and "Columns" in ds
+            except Exception as e:  # pydicom fails converting a malformed value
+                msg = (f"cannot read DICOM header ({type(e).__name__}) — the file is corrupt; "
+                       "re-export or remove it")
+                if errors == "skip":
+                    log.warning("%s: %s; skipped", f.name, msg)
+                    skipped.append((f, "unreadable header"))
+                    continue
+                raise DicomError(msg, path=f) from None
             if sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
                 skipped.append((f, "DICOMDIR index (not an image)"))
                 continue
-            if "Rows" not in ds or "Columns" not in ds:
+            if not has_rows:
                 if _is_image_sop(sop):
                     # pydicom stops silently at EOF: an image object without Rows/Columns is
                     # almost always a file cut short during copy/export.
