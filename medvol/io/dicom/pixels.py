@@ -49,14 +49,15 @@ def _decode_pixels(path: str | os.PathLike) -> np.ndarray:
     DicomError
         Truncated file, missing PixelData, or a transfer syntax medvol cannot decode.
     """
-    import pydicom
     from pydicom.uid import UID
+
+    from . import values as V
 
     p = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(p, force=not _has_preamble(p))
+            ds = V.dcmread(p, force=not _has_preamble(p))
     except Exception as e:
         raise DicomError(f"{p}: cannot read the file ({type(e).__name__}: {e}) — it is "
                          "truncated or corrupt; re-export or remove it") from None
@@ -65,7 +66,6 @@ def _decode_pixels(path: str | os.PathLike) -> np.ndarray:
                          "header-only object); re-export the series or remove the file")
     ts = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
     ts = UID(str(ts)) if ts else UID("1.2.840.10008.1.2")
-    from . import values as V
     from .frames import check_image_header
 
     rows, cols, nfr = check_image_header(ds, str(p))

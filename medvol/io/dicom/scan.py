@@ -108,15 +108,16 @@ def _looks_like_dicom(path: Path) -> bool:
 
 
 def _read_header(path: Path):
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from .values import dcmread
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
+            return dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = dcmread(path, stop_before_pixels=True, force=True)
             if "SOPClassUID" not in ds and "Rows" not in ds:
                 raise
             return ds

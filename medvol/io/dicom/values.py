@@ -7,6 +7,7 @@ pydicom parses DS/IS values lazily and may raise ``ValueError``/``OverflowError`
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,42 @@ def rescale(src: Any, where: str) -> tuple[float, float, bool]:
         raise DicomError(f"{where}: RescaleSlope is 0 — every value would be the intercept; "
                          "the header is corrupt; re-export or remove the file")
     return float(slope), float(inter), True
+
+
+class _CappedReader:
+    """A binary file whose ``read(n)`` never asks for more than the file still holds.
+
+    pydicom reads an element value with ``fp.read(length)``; a corrupt length of 0xFFFFFFFF
+    makes CPython allocate a 4 GiB buffer before finding the file short (a MemoryError under an
+    address-space limit). Capping ``n`` at the remaining size gives the same bytes."""
+
+    def __init__(self, path):
+        from .._common import open_regular
+
+        self._fh = open_regular(path)
+        self._size = os.fstat(self._fh.fileno()).st_size
+        self.name = str(path)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is not None and n > 0:
+            n = max(0, min(n, self._size - self._fh.tell()))
+            if n == 0:
+                return b""
+        return self._fh.read(n)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def dcmread(path, **kwargs):
+    """``pydicom.dcmread`` through :class:`_CappedReader` (regular files only)."""
+    import pydicom
+
+    with _CappedReader(path) as fh:
+        return pydicom.dcmread(fh, **kwargs)
