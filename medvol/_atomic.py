@@ -25,9 +25,9 @@ from .errors import InputError, OutputError, OutputExistsError
 log = logging.getLogger("medvol.atomic")
 
 #: errno values that mean "the output cannot be written here" (the user's problem)
+#: (EIO and other hiccups stay OSError: the pipeline may retry those)
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
-                 errno.EFBIG, errno.ENAMETOOLONG, errno.EMLINK, errno.ENOTDIR, errno.EISDIR,
-                 errno.EEXIST, errno.ENOTEMPTY, errno.EXDEV, errno.EIO}
+                 errno.EFBIG, errno.ENAMETOOLONG, errno.EMLINK, errno.ENOTDIR, errno.EISDIR}
 
 
 def output_error(e: OSError, path: object) -> OutputError:
