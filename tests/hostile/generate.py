@@ -404,18 +404,31 @@ def _bomb_cases() -> list[Case]:
                       lambda root: (gap(root), _info(root))[1], {8}))
 
     def deflate_bomb(root):
-        import pydicom
+        """A real slice + a 1.5 GB private element of zeros, deflated (~1.5 MB on disk);
+        the deflate stream is built chunk by chunk, never 1.5 GB in memory."""
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_file_meta_info
         from pydicom.uid import DeflatedExplicitVRLittleEndian
 
         ds = _slices(1)[0]
-        ds.add_new(0x00091010, "OB", b"\0" * (1500 << 20))
-        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
+        data = buf.getvalue()
+        meta_end = 144 + int.from_bytes(data[140:144], "little")
+        n = 1500 << 20
+        co = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        parts = [co.compress(data[meta_end:]),
+                 co.compress(struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0, n))]
+        zeros = b"\0" * (1 << 20)
+        parts += [co.compress(zeros) for _ in range(n >> 20)]
+        parts.append(co.flush())
+        meta = ds.file_meta
+        meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_file_meta_info(fp, meta, enforce_standard=True)
         (root / "in").mkdir(parents=True)
-        (root / "in" / "bomb.dcm").write_bytes(buf.getvalue())
-        del ds, buf
-        pydicom  # noqa: B018
+        (root / "in" / "bomb.dcm").write_bytes(data[:132] + fp.getvalue() + b"".join(parts))
         return _ingest(root)
 
     cases.append(Case("deflate-bomb/ingest", "bomb", "ingest", deflate_bomb, {3, 8}, slow=True))

@@ -27,7 +27,8 @@ def _leftovers(root):
                   if ".partial" in p.name or p.name.endswith(".lock"))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow] if c.slow else [],
+                                               id=c.name) for c in CASES])
 def test_hostile(case, tmp_path):
     root = tmp_path / "case"
     root.mkdir()

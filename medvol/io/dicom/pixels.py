@@ -147,8 +147,9 @@ class _CappedZlib:
         d = self._zlib.decompressobj(wbits)
         out = d.decompress(data, cap + 1)
         if len(out) > cap:
-            raise DicomError(f"deflated dataset inflates to more than {cap} bytes (over 200× "
-                             "its compressed size) — the file is corrupt or crafted; remove it")
+            raise DicomError(f"deflated DICOM dataset inflates to more than {cap >> 20} MiB "
+                             "(over 200× its compressed size) — the file is corrupt or crafted; "
+                             "remove it")
         return out + d.flush() if not d.unconsumed_tail else out
 
 

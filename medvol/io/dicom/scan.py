@@ -270,7 +270,8 @@ def scan_dicom(path: str | os.PathLike, *, progress: bool = False, errors: str =
                 skipped.append((f, "not DICOM"))
                 continue
             except Exception as e:  # truncated or corrupt header
-                msg = (f"cannot read DICOM header ({type(e).__name__}: {e}) — the file is "
+                msg = (str(e) if isinstance(e, DicomError) else
+                       f"cannot read DICOM header ({type(e).__name__}: {e}) — the file is "
                        "truncated or corrupt; re-export or remove it")
                 if errors == "skip":
                     log.warning("%s: %s; skipped", f.name, msg)
