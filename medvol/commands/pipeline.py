@@ -69,8 +69,10 @@ def _log_to_file(log_file: Path) -> None:
     import json
     import tempfile
 
-    if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH"):
-        return
+    import sys
+
+    if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") or "prefect" in sys.modules:
+        return  # the user's own settings win; an embedding process configured Prefect already
     log_file.parent.mkdir(parents=True, exist_ok=True)
     fd, cfg = tempfile.mkstemp(prefix="medvol-prefect-logging.", suffix=".yml")
     with os.fdopen(fd, "w") as fh:
