@@ -7,6 +7,17 @@ Policy (each decision is recorded in ``Volume.meta["ingest"]`` and logged on the
   non-DICOM files are skipped quietly, DICOMDIR files are ignored (they index images, they are
   not images), and objects without Rows/Columns (SR, RT plans, …) are skipped. Only headers are
   read at this stage (``stop_before_pixels=True``).
+* **Unreadable files and folders** (permission denied, I/O error) are an
+  :class:`~medvol.errors.InputError` naming them — never counted as "not DICOM" and never
+  interpolated over; ``skip_unreadable=True`` skips them and records them in
+  ``DicomScan.skipped`` (the ingest manifest names them).
+* **Symbolic links**: a linked file whose target lies outside the input folder, and every linked
+  folder, is skipped with a warning naming it (``follow_symlinks=True`` follows them; loops are
+  cut); FIFOs, sockets and devices are skipped with a warning (reading them would block).
+* **Header values** are validated before use (:mod:`medvol.io.dicom.values`): finite, in range,
+  positive where physical; a bad one is one :class:`~medvol.errors.DicomError` naming file and
+  tag. Declared sizes (frames, Rows × Columns × frames, the resampled grid) are checked against
+  :mod:`medvol.io.budget` before anything is decoded; deflated datasets inflate with a cap.
 * **Grouping**: by SeriesInstanceUID; without it, by (StudyInstanceUID, SeriesNumber, Modality,
   rounded ImageOrientationPatient, Rows, Columns), recorded as a decision. Each enhanced
   (multi-frame) object is its own group and is split into one Volume per stack: frames are
