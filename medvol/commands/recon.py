@@ -115,7 +115,10 @@ def recon(
     from ..recon.run import METHODS
 
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import sys
+
+    # notices (backend choice …) go to stdout: stderr carries the one error line
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if method not in METHODS:
         raise InputError(f"unknown --method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
     check_writable(out, overwrite, inputs=[input])

@@ -43,6 +43,7 @@ class Case:
     run_kw: dict = field(default_factory=dict)
     check: Callable | None = None  # extra assertion(root, run) -> None
     slow: bool = False
+    xfail: str | None = None       # known gap owned elsewhere (reported, not hidden)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -643,6 +644,8 @@ def _pipeline_cases() -> list[Case]:
 
 
 def _weights_cases() -> list[Case]:
+    """Malformed safetensors for ``recon --method pdunet`` and ``register --method micdir``: the
+    metadata pass the loaders' first checks so the deeper parsing is exercised."""
     cases = []
 
     def st_file(path: Path, tensors: dict, meta: dict) -> Path:
@@ -659,41 +662,54 @@ def _weights_cases() -> list[Case]:
         path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
         return path
 
-    def mk(kind):
+    def weights(w: Path, kind: str, meta: dict, huge: dict) -> Path:
+        if kind == "bf16":
+            return st_file(w, {"x": ("BF16", [2], b"\0" * 4)}, meta)
+        if kind == "huge-config":
+            return st_file(w, {"x": ("F32", [1], b"\0" * 4)}, {**meta, "config": huge})
+        if kind == "pickle":
+            w.parent.mkdir(parents=True, exist_ok=True)
+            w.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch /tmp/pwned'\ntR." * 3)
+            return w
+        if kind == "header-len-huge":
+            w.parent.mkdir(parents=True, exist_ok=True)
+            w.write_bytes(struct.pack("<Q", 2**62) + b"{}")
+            return w
+        if kind == "truncated":
+            return st_file(w, {"x": ("F32", [1000, 1000], b"\0" * 16)}, meta)
+        if kind == "config-not-json":
+            return st_file(w, {"x": ("F32", [1], b"\0" * 4)}, {**meta, "config": "{width: "})
+        raise ValueError(kind)
+
+    pd_meta = {"arch": "pdunet", "config": {"width": 32}, "task": {}}
+    reg_meta = {"format": "medvol-registration-1", "model": "micdir", "config": {}}
+    gap = "model-config size bounds are arch-learned's ModelConfig.validate() (issue 12)"
+
+    def recon_case(kind):
         def build(root):
-            w = root / "in" / "w.safetensors"
-            if kind == "bf16":
-                st_file(w, {"x": ("BF16", [2], b"\0" * 4)}, {"medvol_format": "1", "arch": "pdunet"})
-            elif kind == "huge-config":
-                st_file(w, {"x": ("F32", [1], b"\0" * 4)},
-                        {"medvol_format": "1", "arch": "pdunet",
-                         "config": {"width": 10**6, "n_iter": 10**6}})
-            elif kind == "pickle":
-                w.parent.mkdir(parents=True)
-                w.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch /tmp/pwned'\ntR." * 3)
-            elif kind == "header-len-huge":
-                w.parent.mkdir(parents=True)
-                w.write_bytes(struct.pack("<Q", 2**62) + b"{}")
-            elif kind == "truncated":
-                st_file(w, {"x": ("F32", [1000, 1000], b"\0" * 16)}, {"medvol_format": "1"})
+            w = weights(root / "in" / "w.safetensors", kind, pd_meta,
+                        {"width": 10**6, "n_iter": 10**6})
             vol = good_nrrd(root / "in" / "v.nrrd")
             return ["recon", vol, "-o", root / "out", "--method", "pdunet", "--weights", w,
-                    "--views", "4", "--full-views", "32", "--no-progress"]
+                    "--geometry", "fan", "--views", "16", "--full-views", "360",
+                    "--no-progress"]
         return build
 
-    for kind in ("bf16", "huge-config", "pickle", "header-len-huge", "truncated"):
-        cases.append(Case(f"weights-{kind}/recon", "weights", "weights", mk(kind), {2, 7}))
-
-    def reg(kind):
+    def reg_case(kind):
         def build(root):
-            args = mk(kind)(root)
-            w = args[args.index("--weights") + 1]
+            w = weights(root / "in" / "w.safetensors", kind, reg_meta,
+                        {"enc_channels": [10**6] * 5, "dec_channels": 10**6})
             f = good_nrrd(root / "in" / "f.nrrd")
             return ["register", f, f, "-o", root / "out", "--method", "micdir", "--weights", w]
         return build
 
-    for kind in ("bf16", "huge-config", "header-len-huge"):
-        cases.append(Case(f"weights-{kind}/register", "weights", "weights", reg(kind), {2, 7}))
+    for kind in ("bf16", "huge-config", "pickle", "header-len-huge", "truncated",
+                 "config-not-json"):
+        cases.append(Case(f"weights-{kind}/recon", "weights", "weights", recon_case(kind),
+                          {2, 7}, xfail=gap if kind == "huge-config" else None))
+    for kind in ("bf16", "huge-config", "header-len-huge", "truncated"):
+        cases.append(Case(f"weights-{kind}/register", "weights", "weights", reg_case(kind),
+                          {2, 7}, xfail=gap if kind == "huge-config" else None))
     return cases
 
 
