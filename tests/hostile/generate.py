@@ -382,6 +382,32 @@ def _values_cases() -> list[Case]:
         which = 1 if name.startswith("ipp-1e5") else None
         cases.append(_mutate_header(name, _raw_elem(kw, raw, which),
                                     expect_for.get(name, {3})))
+    def enhanced(nframes: int):
+        """One real slice turned into an enhanced multi-frame object (shared functional groups)
+        that claims ``nframes`` frames in a few KB."""
+        def build(root):
+            from pydicom.dataset import Dataset
+            from pydicom.sequence import Sequence
+
+            ds = _slices(1)[0]
+            pos, ori, pm = Dataset(), Dataset(), Dataset()
+            pos.ImagePositionPatient = list(ds.ImagePositionPatient)
+            ori.ImageOrientationPatient = list(ds.ImageOrientationPatient)
+            pm.PixelSpacing = list(ds.PixelSpacing)
+            pm.SliceThickness = 1.0
+            shared = Dataset()
+            shared.PlanePositionSequence = Sequence([pos])
+            shared.PlaneOrientationSequence = Sequence([ori])
+            shared.PixelMeasuresSequence = Sequence([pm])
+            ds.SharedFunctionalGroupsSequence = Sequence([shared])
+            ds.NumberOfFrames = nframes
+            write_series(root / "in", [ds])
+            return _ingest(root)
+        return build
+
+    for n in (2_000_000, 10**9):
+        cases.append(Case(f"enhanced-frames-{n:.0e}/ingest", "bomb", "ingest", enhanced(n),
+                          {3, 8}))
     for name in ("iop-text", "slope-inf", "seriesnumber-9e999", "frames-2e6"):
         kw, raw = bad[name]
         cases.append(_mutate_header(name, _raw_elem(kw, raw), expect_for.get(name, {3}),
