@@ -43,6 +43,8 @@ def test_hostile(case, tmp_path):
         pytest.skip("permissions do not apply to root (covered in-process by test_policies.py)")
     args = case.build(root)
     out_existed = (root / "out").exists()
+    if case.timeout:
+        kw["timeout"] = case.timeout
     run = run_cli(args, cwd=str(G.REPO), **kw)
     lines = error_lines(run.stderr)
     ROWS.append({"case": case.name, "cls": case.cls, "command": case.command, "rc": run.rc,
