@@ -155,10 +155,11 @@ def test_sigkill_debris_removed_by_next_run(tmp_path):
         seen["partial"] = _wait_for_partial(tmp_path, p)
         os.killpg(p.pid, signal.SIGKILL)
 
-    run = run_cli(["ingest", tmp_path / "in", "-o", tmp_path / "out"], cwd=str(G.REPO),
-                  on_start=on_start)
+    killed = run_cli(["ingest", tmp_path / "in", "-o", tmp_path / "out"], cwd=str(G.REPO),
+                     on_start=on_start)
     if not seen["partial"]:
         pytest.skip("the run finished before a partial folder appeared")
+    assert killed.rc == -9
     assert list(tmp_path.glob(".out.*.partial")), "SIGKILL should leave debris to clean"
     rerun = run_cli(["ingest", tmp_path / "in", "-o", tmp_path / "out"], cwd=str(G.REPO))
     _row("sigkill-then-rerun/ingest", "debris", "ingest", rerun)

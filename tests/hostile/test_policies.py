@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medvol._atomic import _rename_noreplace, atomic_dir, remove_stale_partials
@@ -68,6 +66,7 @@ def test_os_errors_on_outputs_are_user_errors(tmp_path, monkeypatch):
 
     with pytest.raises(OutputError, match="No space left") as ei:
         with atomic_dir(out) as tmp:
+            (tmp / "half.nrrd").write_bytes(b"x")
             enospc()
     assert ei.value.exit_code == 9
     assert not list(tmp_path.iterdir())
@@ -181,5 +180,3 @@ def test_values_are_finite_after_rescale(tmp_path):
     G.write_series(tmp_path / "in", ds)
     with pytest.raises(DicomError, match="RescaleSlope"):
         read_dicom_series(tmp_path / "in")
-    assert sys.maxsize  # noqa: S101
-    assert np.isfinite(1.0)
