@@ -20,8 +20,9 @@ Two layers make a rerun skip finished work:
    unless ``overwrite=True``.
 
 Retries: step tasks retry up to twice (after 2 s, then 10 s) — but only for transient failures
-(:func:`is_transient`: I/O hiccups, out of memory, timeouts); an invalid input such as a corrupt
-DICOM (:class:`~medvol.errors.DicomError`, any :class:`~medvol.errors.MedvolError`) fails at once.
+(:func:`is_transient`: I/O hiccups, timeouts, CUDA out-of-memory); an invalid input such as a
+corrupt DICOM (:class:`~medvol.errors.DicomError`, any :class:`~medvol.errors.MedvolError`) or a
+host ``MemoryError`` (the same input would exhaust memory again) fails at once.
 """
 from __future__ import annotations
 
@@ -68,15 +69,17 @@ _NOT_TRANSIENT_OS = (FileNotFoundError, PermissionError, IsADirectoryError, NotA
 def is_transient(exc: BaseException | None) -> bool:
     """Whether a failure is worth retrying.
 
-    Never for medvol errors (bad input, corrupt DICOM, existing outputs …) or missing files; yes
-    for other I/O errors (NFS hiccup, disk briefly full), timeouts, dropped connections and
-    (CUDA) out-of-memory errors.
+    Never for medvol errors (bad input, corrupt DICOM, existing outputs …), missing files, a full
+    or read-only disk, or a host ``MemoryError``; yes for other I/O errors (NFS hiccup),
+    timeouts, dropped connections and CUDA out-of-memory errors.
     """
-    if exc is None or isinstance(exc, MedvolError):
-        return False
+    if exc is None or isinstance(exc, (MedvolError, MemoryError)):
+        return False  # a host MemoryError repeats with the same input: never retried
     if isinstance(exc, _NOT_TRANSIENT_OS):
         return False
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError, MemoryError)):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return False
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return True
     text = str(exc).lower()
     return "out of memory" in text or "cuda error" in text or "resource temporarily" in text
@@ -247,12 +250,12 @@ def ingest_step(study_dir: str, folder: str, key: str, *, resample: str = "auto"
     shape_zyx, spacing_mm}, ...], "n_series"}``.
     """
     def compute(tmp: Path) -> dict:
-        from medvol.commands.ingest import ingest
+        from medvol.io import ingest_study
 
         # the ingest job builds its own folder atomically; ``overwrite`` only replaces our
         # private, still-empty temporary folder
-        ingest(dicom_dir=Path(study_dir), out=tmp, overwrite=True, resample=resample,
-               fmt="nrrd", fill_value=fill_value, skip_bad_series=skip_bad_series)
+        ingest_study(study_dir, tmp, overwrite=True, resample=resample, fmt="nrrd",
+                     fill_value=fill_value, skip_bad_series=skip_bad_series)
         man = json.loads((tmp / "manifest.json").read_text())
         series = []
         for o in man["outputs"]:

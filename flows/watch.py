@@ -195,6 +195,10 @@ def watch_inbox(inbox: str, out: str, *, state_dir: str | None = None,
 
     res = poll_inbox(inbox, out, process=process, state_dir=state_dir,
                      settle_seconds=settle_seconds)
+    from medvol._text import one_line
+
+    for f in res["failed"]:  # one line per failed study (the full log is Prefect's)
+        print(one_line(f"study {f['study']} FAILED: {f['error']}"))
     print(f"inbox poll: {len(res['processed'])} processed, {len(res['failed'])} failed, "
           f"{len(res['skipped'])} not settled yet")
     return res

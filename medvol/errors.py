@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "MedvolError", "InputError", "INTERNAL_ERROR_EXIT", "DicomError", "GeometryError", "OutputExistsError",
-    "BackendError", "WeightsError", "EXIT_CODES",
+    "BackendError", "WeightsError", "LimitError", "OutputError", "EXIT_CODES",
 ]
 
 
@@ -64,6 +64,22 @@ class WeightsError(MedvolError):
     exit_code = 7
 
 
+class LimitError(InputError):
+    """An input declares more data than the size budget allows (voxels, bytes, frames,
+    decompressed size, slices invented by resampling). Checked *before* allocating; raise the
+    budget with ``--max-voxels`` / ``MEDVOL_MAX_VOXELS`` (see :mod:`medvol.io.budget`)."""
+
+    exit_code = 8
+
+
+class OutputError(MedvolError):
+    """An output cannot be written because of the file system: disk full (ENOSPC), read-only
+    file system (EROFS), permission denied (EACCES), quota exceeded … — the user's problem,
+    not a bug."""
+
+    exit_code = 9
+
+
 INTERNAL_ERROR_EXIT = 70
 
 EXIT_CODES = {
@@ -75,6 +91,8 @@ EXIT_CODES = {
     OutputExistsError.exit_code: "output exists (use --overwrite)",
     BackendError.exit_code: "requested backend/device unavailable",
     WeightsError.exit_code: "model weights missing, corrupted or mismatched",
+    LimitError.exit_code: "input exceeds the size budget (raise --max-voxels / MEDVOL_MAX_VOXELS)",
+    OutputError.exit_code: "output cannot be written (disk full, read-only, permission denied)",
     INTERNAL_ERROR_EXIT: "unexpected internal error (a bug: rerun with MEDVOL_DEBUG=1 and report it)",
     130: "interrupted",
 }

@@ -106,4 +106,6 @@ def info(
                         {"path": str(p), "series": [d for _, d in described]})
         typer.echo(json.dumps(payload, indent=2))
     else:
-        typer.echo("\n".join(_text(name, d) for name, d in described))
+        from .._text import sanitize
+
+        typer.echo(sanitize("\n".join(_text(name, d) for name, d in described)))

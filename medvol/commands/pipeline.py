@@ -13,9 +13,128 @@ import typer
 from ..errors import InputError, MedvolError
 
 
+#: seconds medvol lets Prefect's temporary server take to start (Prefect's own default, 20 s,
+#: is too short on a loaded machine); PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins
+PREFECT_STARTUP_TIMEOUT_S = 120
+
+
 def _prefect_env() -> None:
     """Offline-friendly Prefect defaults (before Prefect is imported); user settings win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                          str(PREFECT_STARTUP_TIMEOUT_S))
+
+
+def _check_out_outside(inputs: List[Path], out: Path) -> None:
+    """``-o`` inside a study folder would be scanned as part of the study on every rerun."""
+    o = Path(out).resolve()
+    for s in inputs:
+        r = Path(s).resolve()
+        if r == o or r in o.parents:
+            raise InputError("the output folder lies inside the study folder", path=out,
+                             hint="choose an output folder outside the input")
+
+
+_LOGGING_YAML = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  standard:
+    format: "%(asctime)s %(levelname)s %(name)s: %(message)s"
+handlers:
+  file:
+    class: logging.FileHandler
+    filename: {log}
+    encoding: utf-8
+    formatter: standard
+loggers:
+  prefect: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.flow_runs: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.task_runs: {{level: INFO, handlers: [file], propagate: false}}
+  prefect.server: {{level: WARNING, handlers: [file], propagate: false}}
+  prefect.client: {{level: WARNING, handlers: [file], propagate: false}}
+  uvicorn: {{level: WARNING, handlers: [file], propagate: false}}
+  medvol: {{level: INFO, handlers: [file], propagate: false}}
+root:
+  level: WARNING
+  handlers: [file]
+"""
+
+
+def _log_to_file(log_file: Path) -> None:
+    """Route Prefect's logging (task tracebacks, server notices) to ``log_file`` through
+    Prefect's own ``PREFECT_LOGGING_SETTINGS_PATH`` (must run before Prefect is imported): the
+    terminal shows one line per failed study/step, the log file the full detail. A user's own
+    logging settings file wins."""
+    import json
+    import tempfile
+
+    import sys
+
+    if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") or "prefect" in sys.modules:
+        return  # the user's own settings win; an embedding process configured Prefect already
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, cfg = tempfile.mkstemp(prefix="medvol-prefect-logging.", suffix=".yml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_LOGGING_YAML.format(log=json.dumps(str(log_file.resolve()))))
+    os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = cfg
+    import atexit
+
+    atexit.register(lambda: os.path.exists(cfg) and os.unlink(cfg))
+
+
+#: run as ``python -c`` in place of ``python -m uvicorn``: the temporary Prefect server exits by
+#: itself within a second once the medvol process that started it is gone (even after SIGKILL,
+#: which leaves no chance to stop it)
+_UVICORN_WATCHDOG = (
+    "import os, runpy, sys, threading, time\n"
+    "parent = os.getppid()\n"
+    "def watch():\n"
+    "    while True:\n"
+    "        time.sleep(0.5)\n"
+    "        if os.getppid() != parent:\n"
+    "            os._exit(0)\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
+    "sys.argv = ['uvicorn'] + sys.argv[1:]\n"
+    "runpy.run_module('uvicorn', run_name='__main__', alter_sys=True)\n")
+
+
+def _server_dies_with_us() -> None:
+    """Make Prefect's temporary server (a ``python -m uvicorn`` child) exit when this process
+    ends by any means. Prefect stops it at normal exit and on SIGTERM (medvol turns SIGTERM
+    into a clean exit); after ``kill -9`` only the watchdog above can."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        import subprocess
+        import types
+
+        import prefect.server.api.server as S
+    except Exception:  # pragma: no cover - Prefect layout changed: keep its default
+        return
+    if getattr(S.SubprocessASGIServer, "_medvol_watchdog", False):
+        return
+    orig = S.SubprocessASGIServer._run_uvicorn_command
+
+    def run_uvicorn(self):
+        def popen(args, **kw):
+            args = list(args)
+            if args[1:3] == ["-m", "uvicorn"]:
+                args = [args[0], "-c", _UVICORN_WATCHDOG] + args[3:]
+            return subprocess.Popen(args, **kw)
+
+        S.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen})
+        try:
+            return orig(self)
+        finally:
+            S.subprocess = subprocess
+
+    S.SubprocessASGIServer._run_uvicorn_command = run_uvicorn
+    S.SubprocessASGIServer._medvol_watchdog = True
+
+
+def _server_timeout(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and "Timed out" in str(e) and "server" in str(e).lower()
 
 
 def run_pipeline(
@@ -50,7 +169,10 @@ def run_pipeline(
     """Run the study pipeline (ingest → reconstruct → register → report) as a Prefect flow.
 
     Needs no Prefect server: without PREFECT_API_URL, Prefect starts a temporary local one (about
-    15 s). A rerun with the same inputs and options skips every finished step.
+    15 s; medvol allows it 120 s, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS overrides).
+    A rerun with the same inputs and options skips every finished step. The terminal shows one
+    line per failed study/step; Prefect's full log goes to OUT/pipeline.log. OUT must not lie
+    inside a study folder.
 
     Examples:
 
@@ -61,14 +183,46 @@ def run_pipeline(
         medvol run-pipeline studies/* -o out/ --runner dask --scheduler tcp://head:8786
     """
     _prefect_env()
+    _check_out_outside(list(study_dir) + ([reference] if reference else []), out)
+    for s in study_dir:
+        if not Path(s).exists():
+            raise InputError("study folder not found", path=s, hint="give a folder of DICOM files")
+    if register and (reference is None or not Path(reference).is_file()):
+        raise InputError("reference volume not found" if reference else
+                         "--register needs --reference", path=reference)
+    if views < 1 or full_views < views:
+        raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
     from rich.console import Console
 
     from .. import _optional, _progress
+
     _optional.require("flows", "medvol run-pipeline")   # no Prefect: one line, exit code 6
-    _progress.start_prefect_server(progress=True)        # status line while it starts (terminal)
+    _log_to_file(Path(out) / "pipeline.log")
+    _server_dies_with_us()
+    console = Console(highlight=False)
+    try:
+        _progress.start_prefect_server(progress=True)    # status line while it starts (terminal)
+        _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads,
+             method, views, full_views, geometry, n_iter, slices, downsample, register,
+             reference, register_method, overwrite)
+    except MedvolError:
+        raise
+    except Exception as e:
+        if _server_timeout(e):
+            raise MedvolError(
+                f"Prefect's temporary server did not start within "
+                f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s",
+                hint="the machine is busy: raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+                     ", or start `prefect server start` and set PREFECT_API_URL") from None
+        raise
+
+
+def _run(console, study_dir, out, runner, scheduler, workers, gpus_per_study, threads, method,
+         views, full_views, geometry, n_iter, slices, downsample, register, reference,
+         register_method, overwrite) -> None:
+    from .._text import escape_markup, one_line
     from ..flows.pipeline import batch_pipeline, study_pipeline
 
-    console = Console(highlight=False)
     opts = dict(method=method, views=views, full_views=full_views, geometry=geometry,
                 n_iter=n_iter, slices=slices, downsample=downsample, register=register,
                 reference=str(reference) if reference else None,
@@ -86,7 +240,8 @@ def run_pipeline(
         if s["status"] == "completed":
             _print_study(console, s)
         else:
-            console.print(f"[red]{s['study']}: failed[/red] — {s['error']}", markup=True)
+            console.print(f"[red]{escape_markup(s['study'])}: failed[/red] — "
+                          f"{escape_markup(one_line(s['error']))}", markup=True)
     console.print(f"{summary['n_completed']}/{summary['n_studies']} studies completed in "
                   f"{summary['seconds']:.1f} s; summary: {Path(out) / 'batch_summary.json'}")
     if summary["n_failed"]:
@@ -97,12 +252,14 @@ def run_pipeline(
 def _print_study(console, s: dict) -> None:
     states = ", ".join(f"{st['step']}{'[' + st['label'] + ']' if st['label'] else ''}="
                        f"{st['status']}" for st in s["steps"])
-    console.print(f"{s['study']}: {states}", markup=False)
+    from .._text import sanitize
+
+    console.print(sanitize(f"{s['study']}: {states}"), markup=False)
     for label, ms in s.get("metrics", {}).items():
         for name, m in ms.items():
             console.print(f"  {label} {name:5s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}",
                           markup=False)
-    console.print(f"  report: {s['report']}", markup=False)
+    console.print(sanitize(f"  report: {s['report']}"), markup=False)
 
 
 def api_url() -> str | None:
@@ -162,7 +319,8 @@ def serve(
     """Serve medvol's deployments (scheduled batch, inbox watcher) until Ctrl-C.
 
     Schedules need a real Prefect server: start one with `prefect server start` and set
-    PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) in this shell first.
+    PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) in this shell first. The terminal shows
+    one line per failed study; Prefect's full log goes to OUT/serve.log.
 
     Examples:
 
@@ -180,6 +338,7 @@ def serve(
             hint="start one in another terminal with `prefect server start --host 127.0.0.1 "
                  "--port 4200`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and "
                  "rerun `medvol serve`")
+    _log_to_file(Path(out) / "serve.log")
     deps = build_deployments(inbox=inbox, studies=studies, out=out, cron=cron,
                              watch_interval=watch_interval, settle_seconds=settle_seconds,
                              method=method, views=views)

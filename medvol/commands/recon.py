@@ -94,7 +94,10 @@ def recon(
     from ..recon import available_methods, recon_job
 
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import sys
+
+    # notices (backend choice …) go to stdout: stderr carries the one error line
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if method not in available_methods():
         raise InputError(f"unknown --method {method!r}",
                          hint=f"choose one of {', '.join(available_methods())}")
@@ -111,7 +114,10 @@ def recon(
                         rows=_span(rows, "--rows"), backend=backend, device=device, seed=seed,
                         overwrite=overwrite, progress=progress)
     rec = res.record
-    console.print(f"[green]wrote[/green] {out}/recon.nrrd, report.html, manifest.json")
+    from .._text import escape_markup
+
+    console.print(f"[green]wrote[/green] {escape_markup(out)}/recon.nrrd, report.html, "
+                  "manifest.json")
     if "metrics" in rec:
         for name, m in rec["metrics"].items():
             console.print(f"  {name:6s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}  "

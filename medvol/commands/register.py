@@ -50,7 +50,9 @@ def register(
         path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
                             fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
                             overwrite=overwrite, seed=seed)
-    typer.echo(f"wrote {path}")
+    from .._text import sanitize
+
+    typer.echo(sanitize(f"wrote {path}"))
 
 
 register.__doc__ = (register.__doc__ or "") + "\n\n" + _EPILOG

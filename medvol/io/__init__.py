@@ -1,54 +1,19 @@
 """Reading and writing volumes: DICOM ingest, NRRD / NIfTI / MHA, Slicer segmentations and
-displacement fields. Every writer is atomic and refuses to overwrite unless asked."""
+displacement fields. Every writer is atomic and refuses to overwrite unless asked; every reader
+checks the declared size against :mod:`medvol.io.budget` before allocating.
+
+Modules: :mod:`~medvol.io.dicom` (DICOM package), :mod:`~medvol.io.volumes`,
+:mod:`~medvol.io.nrrd`, :mod:`~medvol.io.segmentations`, :mod:`~medvol.io.fields`,
+:mod:`~medvol.io.budget`, :mod:`~medvol.io.ingest` (the ingest job).
+"""
 from __future__ import annotations
 
+from .dicom import read_dicom_series
+from .fields import read_displacement_field, voxel_ddf_to_lps_mm, write_displacement_field
+from .ingest import IngestResult, ingest_study
+from .segmentations import read_segmentation, write_segmentation
+from .volumes import read, write
+
 __all__ = ["read_dicom_series", "read", "write", "write_segmentation", "read_segmentation",
-           "write_displacement_field", "read_displacement_field"]
-from .projections import Projections, load_projections, read_angles  # noqa: E402,F401  (numpy only)
-
-
-def read_dicom_series(path, **kwargs):
-    """Scan ``path`` for DICOM and return one :class:`~medvol.Volume` per series.
-
-    See :func:`medvol.io.dicom.read_dicom_series` for the options."""
-    from .dicom import read_dicom_series as _f
-
-    return _f(path, **kwargs)
-
-
-def read(path, **kwargs):
-    """Read a volume from NRRD, NIfTI or MHA (see :func:`medvol.io.formats.read`)."""
-    from .formats import read as _f
-
-    return _f(path, **kwargs)
-
-
-def write(vol, path, **kwargs):
-    """Write a volume; format from the suffix (see :func:`medvol.io.formats.write`)."""
-    from .formats import write as _f
-
-    return _f(vol, path, **kwargs)
-
-
-def write_segmentation(labels, path, **kwargs):
-    from .formats import write_segmentation as _f
-
-    return _f(labels, path, **kwargs)
-
-
-def read_segmentation(path, **kwargs):
-    from .formats import read_segmentation as _f
-
-    return _f(path, **kwargs)
-
-
-def write_displacement_field(field, path, **kwargs):
-    from .formats import write_displacement_field as _f
-
-    return _f(field, path, **kwargs)
-
-
-def read_displacement_field(path, **kwargs):
-    from .formats import read_displacement_field as _f
-
-    return _f(path, **kwargs)
+           "write_displacement_field", "read_displacement_field", "voxel_ddf_to_lps_mm",
+           "ingest_study", "IngestResult"]

@@ -357,7 +357,7 @@ def load_input_volume(path: str | os.PathLike, kind: str | None = None) -> Volum
     path = Path(path)
     kind = kind or detect_input(path)
     if kind == "volume":
-        return mio.read(path)
+        return mio.read(path, min_shape=(1, 16, 16), purpose="reconstruction")
     vols = mio.read_dicom_series(path)
     if not vols:
         raise InputError("no series found", path=path)

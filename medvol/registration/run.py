@@ -52,7 +52,7 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
     """Resample ``moving`` onto ``fixed``'s grid through ``x ↦ x + u(x)`` (SimpleITK)."""
     import SimpleITK as sitk
 
-    from ..io.formats import _field_image
+    from ..io.fields import field_image as _field_image
 
     tx = sitk.DisplacementFieldTransform(_field_image(np.asarray(disp_mm, np.float64), fixed))
     it = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interp]
@@ -204,8 +204,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     for p, what in ((fixed_path, "fixed image"), (moving_path, "moving image")):
         if not p.is_file():
             raise InputError(f"{what} not found", path=p, hint="give a .nrrd/.nii.gz/.mha volume")
-    fixed = mio.read(fixed_path)
-    moving = mio.read(moving_path)
+    fixed = mio.read(fixed_path, min_shape=(4, 4, 4), purpose="registration")
+    moving = mio.read(moving_path, min_shape=(4, 4, 4), purpose="registration")
     labels = mio.read(labels_path) if labels_path is not None else None
     if labels is not None and not labels.same_grid(moving):
         raise InputError("labels are not on the moving image's grid", path=labels_path,

@@ -148,7 +148,7 @@ def test_ge_tilt_logs_decision(caplog):
 def test_resample_stack_exact_for_linear_field():
     """Analytic check: linear interpolation reproduces a linear field exactly on a sheared,
     unevenly spaced stack, at the resampled voxels' world positions."""
-    from medvol.io import _dicom_geometry as g
+    from medvol.io.dicom import geometry as g
 
     r, c, n = g.orientation([1, 0, 0, 0, np.cos(0.3), -np.sin(0.3)])
     ps = (0.8, 0.6)

@@ -13,7 +13,7 @@ import pytest
 
 from medvol import Volume
 from medvol.errors import GeometryError, InputError, OutputExistsError
-from medvol.io import formats
+from medvol.io import formats, volumes
 from medvol.io import read, read_displacement_field, read_segmentation, write
 from medvol.io import write_displacement_field, write_segmentation
 
@@ -278,21 +278,21 @@ def test_overwrite_refused_and_allowed(vol, tmp_path, suffix):
                                             (".nii.gz", "_save_nifti"), (".mha", "_write_sitk"),
                                             (".mhd", "_write_sitk")])
 def test_failed_write_leaves_nothing(vol, tmp_path, monkeypatch, suffix, target):
-    real = getattr(formats, target)
+    real = getattr(volumes, target)
 
     def boom(*args, **kwargs):
         real(*args, **kwargs)  # write a partial file first, then fail
         raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(formats, target, boom)
+    monkeypatch.setattr(volumes, target, boom)
     with pytest.raises(RuntimeError):
         write(vol, tmp_path / f"ct{suffix}")
     assert list(tmp_path.iterdir()) == []
     # with an existing output and overwrite=True the old file survives a failure
-    monkeypatch.setattr(formats, target, real)
+    monkeypatch.setattr(volumes, target, real)
     p = write(vol, tmp_path / f"ct{suffix}")
     before = sorted((x.name, x.read_bytes()) for x in tmp_path.iterdir())
-    monkeypatch.setattr(formats, target, boom)
+    monkeypatch.setattr(volumes, target, boom)
     with pytest.raises(RuntimeError):
         write(vol.with_array(vol.array * 0), p, overwrite=True)
     assert sorted((x.name, x.read_bytes()) for x in tmp_path.iterdir()) == before
@@ -528,7 +528,7 @@ def test_voxel_ddf_to_lps_mm_matches_sitk(vol):
         err = max(err, np.abs((a - b) - u[k, j, i]).max())
     assert err < 1e-9
     # and the written field moves voxel centres to the index-space target (point warp)
-    tx = sitk.DisplacementFieldTransform(formats._field_image(u, vol))
+    tx = sitk.DisplacementFieldTransform(formats.field_image(u, vol))
     for i, j, k in SAMPLE_IJK:
         dz, dy, dx = ddf[:, k, j, i]
         x = img.TransformIndexToPhysicalPoint((i, j, k))
