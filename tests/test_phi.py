@@ -162,13 +162,9 @@ def find_markers(root: Path, *texts: str) -> list[str]:
 
 
 def assert_no_phi(hits: list[str]) -> None:
-    """No tag/UID marker anywhere. Input FILE NAMES recorded in outputs are a known open defect
-    (manifests list input paths): reported as xfail with the places, never silently passed."""
-    tag_hits = [h for h in hits if not h.endswith(": " + FILE_MARK)]
-    assert tag_hits == [], tag_hits
-    name_hits = [h for h in hits if h.endswith(": " + FILE_MARK)]
-    if name_hits:
-        pytest.xfail("known defect (issue 20): input file names written to " + ", ".join(name_hits))
+    """No marker anywhere: tags, UIDs and the input FILE NAMES (manifests record input files by
+    position and hash only)."""
+    assert hits == [], hits
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -126,13 +126,10 @@ def ingest_study(dicom_dir: str | os.PathLike, out: str | os.PathLike, *,
         "skip_bad_series": skip_bad_series})
     root = Path(dicom_dir)
     base = root if root.is_dir() else root.parent
-    seen: set[Path] = set()
-    for group, _ in items:
-        for f in group.files:
-            if f in seen:
-                continue
-            seen.add(f)
-            manifest.add_input(str(Path(f).relative_to(base)), hash=False, sha256=sha256_file(f))
+    # input files by position and hash only: a DICOM file name may carry patient identifiers
+    files = sorted({Path(f) for group, _ in items for f in group.files})
+    for i, f in enumerate(files):
+        manifest.add_input(f, name=f"file/{i:05d}", hash=False, sha256=sha256_file(f))
     skipped: dict[str, int] = {}
     for _, why in scan.skipped:
         skipped[why] = skipped.get(why, 0) + 1

@@ -365,9 +365,14 @@ def load_input_volume(path: str | os.PathLike, kind: str | None = None) -> Volum
 
 
 def _add_inputs(man, input: Path) -> None:
-    files = [input] if input.is_file() else sorted(p for p in input.rglob("*") if p.is_file())
-    for p in files[:5000]:
-        man.add_input(p, name=str(p.relative_to(input.parent)))
+    """Record the input: a file by its name, a folder's files (DICOM, projections) by position
+    and hash only — a DICOM file name may carry patient identifiers; at most 5 000 files."""
+    if input.is_file():
+        man.add_input(input, name=input.name)
+        return
+    files = sorted(p for p in input.rglob("*") if p.is_file())
+    for i, p in enumerate(files[:5000]):
+        man.add_input(p, name=f"file/{i:05d}")
 
 
 def _span_text(s: slice | str | None) -> str | None:
