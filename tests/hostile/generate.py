@@ -712,7 +712,6 @@ def _weights_cases() -> list[Case]:
 
     pd_meta = {"arch": "pdunet", "config": {"width": 32}, "task": {}}
     reg_meta = {"format": "medvol-registration-1", "model": "micdir", "config": {}}
-    gap = "model-config size bounds are arch-learned's ModelConfig.validate() (issue 12)"
 
     def recon_case(kind):
         def build(root):
@@ -735,10 +734,10 @@ def _weights_cases() -> list[Case]:
     for kind in ("bf16", "huge-config", "pickle", "header-len-huge", "truncated",
                  "config-not-json"):
         cases.append(Case(f"weights-{kind}/recon", "weights", "weights", recon_case(kind),
-                          {2, 7}, xfail=gap if kind == "huge-config" else None))
+                          {2, 7}))
     for kind in ("bf16", "huge-config", "header-len-huge", "truncated"):
         cases.append(Case(f"weights-{kind}/register", "weights", "weights", reg_case(kind),
-                          {2, 7}, xfail=gap if kind == "huge-config" else None))
+                          {2, 7}))
     return cases
 
 

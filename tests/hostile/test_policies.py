@@ -161,12 +161,11 @@ def test_sanitize_escapes_terminal_controls():
     assert escape_markup("out[/x]") == "out\\[/x]"
 
 
-@pytest.mark.xfail(reason="model-config size bounds are the arch-learned helper's validate() "
-                          "(medvol.learned.registry), not on this branch", strict=False)
 def test_weights_config_width_is_bounded_before_allocation():
-    from medvol.learned.registry import build_model  # noqa: F401
+    from medvol.errors import MedvolError
+    from medvol.learned.registry import build_model
 
-    with pytest.raises(Exception):
+    with pytest.raises(MedvolError, match="width"):
         build_model("pdunet", {"width": 10**6})
 
 
