@@ -60,7 +60,7 @@ mut_b() {  # PD-UNet weights replaced by LPD's
   restore
 }
 mut_c() {  # a report/output that writes PatientID (into the whitelisted "description" metadata)
-  patch_py medvol/io/_dicom_meta.py '    meta["label"] = series_label(' \
+  patch_py medvol/io/dicom/meta.py '    meta["label"] = series_label(' \
            '    meta["description"] = str(ds.get("PatientID", ""))
     meta["label"] = series_label('
   run_tests c tests/test_phi.py tests/test_cli_ingest.py
