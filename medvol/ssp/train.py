@@ -30,9 +30,10 @@ SURR_DEPTH = 16
 
 
 def default_model_config(arch: str, *, depth_in: int, depth_out: int, out_channels: int) -> dict:
-    """CPU default: widths 16/32/64, bottleneck 128, 3×3 kernels, batch norm."""
+    """CPU default used for the shipped weights: widths 8/16/32, bottleneck 64, 3×3 kernels, BN
+    (sized for a shared 2-core CPU; the paper uses 32/64/128/256, see ``SparseSSPConfig.paper``)."""
     return {"in_channels": 1, "out_channels": out_channels, "depth_in": depth_in,
-            "depth_out": depth_out, "widths": [16, 32, 64], "bottleneck": 128, "kernel": 3,
+            "depth_out": depth_out, "widths": [8, 16, 32], "bottleneck": 64, "kernel": 3,
             "norm": "batch"}
 
 
