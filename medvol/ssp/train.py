@@ -404,3 +404,36 @@ def run_training(data, *, task: str = "isl", arch: str = "sparsessp", ratio: int
                metrics={"val": met}, overwrite=overwrite)
     return (f"trained {res.steps_done} steps (SURROGATE); validation Pearson r "
             f"{met['pearson']:.3f}; wrote {export}")
+
+
+#: fixed held-out tile (rows, columns) of the ISL test region used to pin shipped weights
+TEST_TILE = ((768, 896), (384, 640))
+
+
+def tile_metrics(model, prep: dict) -> dict:
+    """Per-channel metrics on :data:`TEST_TILE` (predicted from the tile's own input only)."""
+    from .infer import sliding_predict
+    from .metrics import all_metrics
+
+    (r0, r1), (c0, c1) = TEST_TILE
+    model.eval()
+    pred = sliding_predict(model, prep["x"][None, :, r0:r1, c0:c1], (ISL_NET_DEPTH, 128, 128),
+                           depth_out=1)[:, 0]
+    y = prep["y"][:, r0:r1, c0:c1]
+    return {c: all_metrics(pred[i], y[i]) for i, c in enumerate(D.ISL_CHANNELS)}
+
+
+def model_from_checkpoint(run_dir):
+    """``(model, run_config, steps, train_seconds)`` from a training run folder (either trainer)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    run = Path(run_dir)
+    side = json.loads((run / "checkpoint.json").read_text())
+    cfg = side["config"]
+    model = _build(cfg["arch"], cfg["model"])
+    t = load_file(str(run / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    model.eval()
+    return model, cfg, int(side["step"]), float(side.get("train_seconds", 0.0))
