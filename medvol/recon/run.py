@@ -52,7 +52,7 @@ def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None =
     if n_iter is not None and n_iter < 1:
         raise InputError(f"--n-iter must be at least 1, got {n_iter}")
     if method == "pdunet":
-        from ..learned import pdunet_reconstruct
+        from .pdunet import pdunet_reconstruct
 
         return pdunet_reconstruct(A, y, weights=weights or "pdunet_ct_x16")
     if method == "fbp":
@@ -482,14 +482,14 @@ def reconstruct_kspace(path, *, method: str = "pdunet", weights: str | None = No
     k, traj = read_radial_kspace(path)
     if not np.all(np.isfinite(k)):
         raise InputError("k-space contains NaN or infinite values", path=path)
-    from ..learned.inference import kspace_to_model_input
+    from .pdunet import kspace_to_model_input
 
     sino, A = kspace_to_model_input(k, traj, image_size=image_size, pixel=pixel, backend=backend,
                                     device=device)
     n = A.domain_shape[-1]
     t0 = time.perf_counter()
     if method == "pdunet":
-        from ..learned import pdunet_reconstruct
+        from .pdunet import pdunet_reconstruct
 
         x = pdunet_reconstruct(A, sino, weights=weights or "pdunet_mri_x16")
     else:
