@@ -25,6 +25,9 @@ structure (channel-preserving k2s2 down convolution, no residual units, no max-p
 from both; the conv+norm+act blocks are MONAI's ``Convolution``. For a 2D target (``depth_out=1``)
 its head ends with a learned per-channel weighted projection over z (a grouped Conv3d with kernel
 ``(D, 1, 1)``), because the dense U-Net otherwise returns a 3D stack.
+
+Registry entries ``sparsessp`` and ``fnet3d`` live in :mod:`medvol.ssp.models` (this package does
+not import the learned stack, so ``medvol.models`` and ``medvol.learned`` form no import cycle).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["SparseSSPConfig", "FNetConfig", "SparseSSP", "FNet3D", "fold_depth", "unfold_depth",
-           "build_sparsessp", "build_fnet", "register"]
+           "build_sparsessp", "build_fnet"]
 
 _MAX_WIDTH = 1024
 _MAX_LEVELS = 6
@@ -299,29 +302,3 @@ def build_sparsessp(config=None) -> SparseSSP:
 def build_fnet(config=None) -> FNet3D:
     """Build :class:`FNet3D` from a dict / :class:`FNetConfig` (validated first)."""
     return FNet3D(_as_config(FNetConfig, config))
-
-
-def register() -> bool:
-    """Register ``sparsessp`` and ``fnet3d`` in :mod:`medvol.learned.registry` if it exists.
-
-    Returns False when the registry is not available (older learned stack); idempotent.
-    """
-    try:
-        from medvol.learned import registry
-    except ImportError:
-        return False
-    have = set(registry.available_models())
-    if "sparsessp" not in have:
-        registry.register_model(
-            "sparsessp", config_cls=SparseSSPConfig, builder=build_sparsessp,
-            task="fluorescence from sparse transmitted-light z-slices",
-            description="SparseSSP hybrid 3D-encoder/2D-decoder (ECCV 2024), medvol CPU widths")
-    if "fnet3d" not in have:
-        registry.register_model(
-            "fnet3d", config_cls=FNetConfig, builder=build_fnet,
-            task="fluorescence from dense transmitted-light z-stacks",
-            description="fnet-style dense 3D U-Net baseline (Ounkomol et al. 2018)")
-    return True
-
-
-register()

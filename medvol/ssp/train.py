@@ -38,15 +38,16 @@ def default_model_config(arch: str, *, depth_in: int, depth_out: int, out_channe
 
 
 def _build(arch: str, cfg: dict):
-    from medvol.models import sparsessp as M
+    """Build through the registry (config validated before allocation; InputError otherwise)."""
+    from medvol.learned.registry import build_model
 
-    if arch == "sparsessp":
-        return M.build_sparsessp(cfg)
-    if arch == "fnet3d":
-        return M.build_fnet(cfg)
     from ..errors import InputError
+    from .models import register
 
-    raise InputError(f"unknown SSP architecture {arch!r} (sparsessp or fnet3d)")
+    if arch not in ("sparsessp", "fnet3d"):
+        raise InputError(f"unknown SSP architecture {arch!r} (sparsessp or fnet3d)")
+    register()
+    return build_model(arch, cfg)[0]
 
 
 # ------------------------------------------------------------------------------------- data
@@ -90,11 +91,10 @@ def _train(run_dir, arch, cfg, step_fn_factory, *, steps, lr, seed, time_limit_s
            progress, checkpoint_every):
     import torch
 
-    from ._train import get_train_loop
+    from medvol.learned.trainer import train_loop as loop
 
     model = _build(arch, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loop = get_train_loop()
     t0 = time.time()
     res = loop(run_dir, model=model, optimizer=opt, step_fn=step_fn_factory(model), steps=steps,
                seed=seed, checkpoint_every=checkpoint_every, time_limit_s=time_limit_s,
@@ -242,99 +242,41 @@ def trivial_surrogate(prep: dict, split: str = "test") -> dict:
 # ------------------------------------------------------------------------------------ weights
 def export_weights(model, path, *, arch: str, task: str, extra: dict, metrics: dict | None = None,
                    data: dict | None = None, overwrite: bool = True) -> Path:
-    """Write ``model`` as safetensors with medvol's metadata (shared writer when available)."""
-    from medvol.models import sparsessp as M
+    """Write ``model`` as safetensors with the learned stack's metadata (``save_weights``)."""
+    from medvol.learned.weights import save_weights
 
-    M.register()
-    try:
-        from medvol.learned.weights import save_weights as shared_save
-        import inspect
+    from .models import register
 
-        if "arch" in inspect.signature(shared_save).parameters and \
-                list(inspect.signature(shared_save).parameters)[0] == "path":
-            return shared_save(path, model, arch=arch, config=model.config.to_dict(), task=task,
-                               data=data, metrics=metrics, extra=extra, overwrite=overwrite)
-    except ImportError:
-        pass
-    import json
-
-    from safetensors.torch import save_file
-
-    from .._atomic import atomic_path
-
-    meta = {"medvol_format": "medvol-weights-1", "arch": arch,
-            "config": json.dumps(model.config.to_dict()), "task": json.dumps(task),
-            "data": json.dumps(data), "metrics": json.dumps(metrics), "extra": json.dumps(extra)}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
+    register()
+    return save_weights(path, model, arch=arch, config=model.config, task=task, data=data,
+                        metrics=metrics, extra=extra, overwrite=overwrite)
 
 
 def load_ssp_model(path):
-    """Load SparseSSP / fnet3d weights: returns ``(model, info)`` where ``info`` has ``arch``,
-    ``config``, ``task``, ``metrics``, ``extra`` (dict). One-line :class:`WeightsError` on any
-    problem."""
-    from medvol.models import sparsessp as M
+    """Load SparseSSP / fnet3d weights: ``(model, info)`` with ``info`` a dict of ``arch``,
+    ``config``, ``task``, ``data``, ``metrics``, ``extra``. One-line :class:`WeightsError` on a
+    missing/corrupt file or another architecture."""
+    from medvol.learned.weights import load_weights, read_weights_info
 
     from ..errors import WeightsError
+    from .models import register
 
-    M.register()
-    try:
-        from medvol.learned.weights import load_weights as shared_load
-        from medvol.learned.weights import read_weights_info  # noqa: F401  (new stack present)
-        model, info = shared_load(path, device="cpu")
-        if info.arch not in ("sparsessp", "fnet3d"):
-            raise WeightsError(f"weights are for {info.arch!r}, not a SparseSSP/fnet3d model",
-                               path=path)
-        return model, {"arch": info.arch, "config": info.config, "task": info.task,
-                       "metrics": info.metrics, "extra": info.extra or {}}
-    except ImportError:
-        pass
-    import json
-
-    from .._safetensors import read_safetensors
-
-    meta, state = read_safetensors(Path(path), retrain_hint="retrain with `medvol ssp train`")
-    arch = meta.get("arch")
-    if arch not in ("sparsessp", "fnet3d"):
-        raise WeightsError(f"weights are for {arch!r}, not a SparseSSP/fnet3d model", path=path)
-    try:
-        cfg = json.loads(meta["config"])
-        model = _build(arch, cfg)
-        model.load_state_dict(state)
-    except Exception as e:
-        raise WeightsError(f"weights do not match the network ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120]})", path=path) from None
-    model.eval()
-    info = {k: json.loads(meta.get(k, "null")) for k in ("task", "metrics", "extra")}
-    info.update(arch=arch, config=cfg)
-    info["extra"] = info["extra"] or {}
-    return model, info
+    register()
+    winfo = read_weights_info(path)
+    if winfo.arch not in ("sparsessp", "fnet3d"):
+        raise WeightsError(f"weights are for {winfo.arch!r}, not a SparseSSP/fnet3d model",
+                           path=path, hint="use weights written by `medvol ssp train --export`")
+    model, info = load_weights(path, device="cpu")
+    return model, {"arch": info.arch, "config": dict(info.config), "task": info.task,
+                   "data": info.data, "metrics": info.metrics, "extra": dict(info.extra or {})}
 
 
 # --------------------------------------------------------------------------------- run + export
 def resolve_data(data) -> Path:
     """``--data`` / env ``MEDVOL_DATA`` → data root holding the ISL folder (one-line error)."""
-    try:
-        from medvol.learned.data import resolve_data_root
-    except ImportError:
-        resolve_data_root = None
-    if resolve_data_root is not None:
-        return resolve_data_root(data, need=[D.ISL_DIR])
-    import os
+    from medvol.learned.data import resolve_data_root
 
-    from ..errors import InputError
-
-    root = data if data is not None else os.environ.get("MEDVOL_DATA")
-    if root is None:
-        raise InputError("no data folder given", hint="pass --data DIR or set MEDVOL_DATA")
-    root = Path(root)
-    if not (root / D.ISL_DIR).is_dir():
-        raise InputError(f"{root} has no {D.ISL_DIR}", hint="pass --data DIR or set MEDVOL_DATA")
-    return root
+    return resolve_data_root(data, need=[D.ISL_DIR])
 
 
 def export_run(model, res, path, *, task: str, arch: str, ratio: int, prep: dict,

@@ -66,9 +66,10 @@ def test_hybrid_decoder_has_fewer_flops_than_3d_decoder():
 
 def test_registry_entries_when_available():
     registry = pytest.importorskip("medvol.learned.registry")
-    import medvol.models.sparsessp as M
+    from medvol.ssp.models import register
 
-    assert M.register()
+    assert register()
+    assert {"sparsessp", "fnet3d"} <= set(registry.available_models())
     model, cfg = registry.build_model("sparsessp", {**SMALL, "out_channels": 1})
     assert cfg.depth_in == 8 and model.config.out_channels == 1
     from medvol.errors import InputError
