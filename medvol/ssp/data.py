@@ -34,7 +34,7 @@ from ..errors import InputError
 
 __all__ = ["ISL_DIR", "ISL_CHANNELS", "ISL_SPLIT", "ISLField", "read_isl", "region",
            "read_ome_tiff", "OmeStack", "surrogate_tl", "surrogate_pair", "zscore",
-           "in_focus_plane", "SURROGATE_LABEL"]
+           "in_focus_plane", "SURROGATE_LABEL", "SURROGATE_SPLIT", "surrogate_nuclei"]
 
 ISL_DIR = "microscopy/isl_phase_fluorescence"
 ISL_CHANNELS = ("DAPI", "MAP2", "NFH")

@@ -92,11 +92,9 @@ def predict_array(model, info: dict, tl: np.ndarray, ratio: int, *,
         n = tl.shape[0]
         depth = (n - 1) * ratio + 1
         kept = list(range(0, depth, ratio))
-        dense_like = prefix_upsample(tl, ratio, depth, axis=0)
     else:
         depth = tl.shape[0]
         kept = list(range(0, depth, ratio))
-        dense_like = None
     z, _, _ = D.zscore(tl)
     net_d = int(cfg["depth_in"])
     d_out = int(cfg["depth_out"])
@@ -122,7 +120,6 @@ def predict_array(model, info: dict, tl: np.ndarray, ratio: int, *,
         if pad:
             x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
         pred = sliding_predict(model, x[None], (net_d, roi, roi), depth_out=net_d)[:, :depth]
-    del dense_like
     return pred.astype(np.float32), kept
 
 
@@ -176,9 +173,7 @@ def predict_stack(stack, out_dir, *, ratio: int = 4, weights: str | None = None,
     if sparse_input:
         # the file's slices are `ratio` dense-grid slices apart: the output grid is dense
         sz = sz / ratio
-    if pred.shape[1] == 1:
-        # a projection: its one plane spans the stack; keep the input z spacing (documented)
-        pass
+    # a 2D-output model (projection) writes one plane with the input's z spacing (documented)
     man = Manifest("ssp predict", {"ratio": ratio, "weights": wpath.name, "tl_channel": ci,
                                    "sparse_input": sparse_input})
     man.add_input(stack, name=Path(stack).name)
@@ -189,7 +184,6 @@ def predict_stack(stack, out_dir, *, ratio: int = 4, weights: str | None = None,
     summary = {"output_shape_czyx": list(pred.shape), "spacing_zyx_um": [sz, sy, sx],
                "channels": list(chans), "kept_z": kept, "units": "z-score of training targets",
                "arch": info.get("arch"), "weights": wpath.name}
-    man.data["metrics"] = {}
     man.data["result"] = summary
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         files = write_outputs(pred, tmp, (sz, sy, sx), chans)

