@@ -23,7 +23,7 @@ def train(
                              "surrogate (3D head on a SURROGATE input)."),
     arch: str = typer.Option("sparsessp", help="sparsessp or fnet3d (dense baseline, ratio 1)."),
     ratio: int = typer.Option(4, help="Keep every r-th z-slice: 2, 4 or 8 (1 = dense)."),
-    steps: int = typer.Option(1200, help="Total optimiser steps (a rerun resumes)."),
+    steps: int = typer.Option(1000, help="Total optimiser steps (a rerun resumes)."),
     run_dir: Path = typer.Option(Path(".cache/ssp/runs/run"), "--run-dir",
                                  help="Checkpoint folder (rerun the same command to resume)."),
     time_limit: Optional[float] = typer.Option(None, help="Stop (checkpointed) after this many "
@@ -35,7 +35,7 @@ def train(
 ) -> None:
     """Train a SparseSSP (or fnet-style) model; resumable from --run-dir.
 
-    Example: medvol ssp train --data ../shared/data --ratio 4 --steps 1200 --export r4.safetensors
+    Example: medvol ssp train --data ../shared/data --ratio 4 --steps 1000 --export r4.safetensors
     """
     from ..errors import InputError
     from ..ssp.train import run_training

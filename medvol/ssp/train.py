@@ -102,7 +102,7 @@ def _train(run_dir, arch, cfg, step_fn_factory, *, steps, lr, seed, time_limit_s
     return model, res, time.time() - t0
 
 
-def train_isl(data_root, run_dir, *, arch: str = "sparsessp", ratio: int = 4, steps: int = 1500,
+def train_isl(data_root, run_dir, *, arch: str = "sparsessp", ratio: int = 4, steps: int = 1000,
               patch: int = 64, batch: int = 4, lr: float = 1e-3, seed: int = 0,
               time_limit_s: float | None = None, progress=True, checkpoint_every: int = 50,
               config: dict | None = None):
@@ -305,7 +305,7 @@ def export_run(model, res, path, *, task: str, arch: str, ratio: int, prep: dict
 
 
 def run_training(data, *, task: str = "isl", arch: str = "sparsessp", ratio: int = 4,
-                 steps: int = 1200, run_dir="runs/ssp", time_limit_s=None, export=None,
+                 steps: int = 1000, run_dir="runs/ssp", time_limit_s=None, export=None,
                  overwrite: bool = False, seed: int = 0) -> str:
     """Library entry of ``medvol ssp train``: train (resumable), optionally export with
     validation metrics. Returns a one-line summary."""

@@ -104,3 +104,17 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "PhysicalSize" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_train_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MEDVOL_DATA", raising=False)
+    assert main(["ssp", "train", "--steps", "1", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "MEDVOL_DATA" in capsys.readouterr().err
+    assert main(["ssp", "train", "--data", str(tmp_path), "--ratio", "3"]) == 2
+    assert "--ratio" in capsys.readouterr().err
+    assert main(["ssp", "train", "--data", str(tmp_path), "--steps", "1"]) == 2
+    assert "isl_phase_fluorescence" in capsys.readouterr().err
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    assert main(["ssp", "train", "--data", str(tmp_path), "--export",
+                 str(tmp_path / "w.safetensors")]) == 5
+    assert main(["ssp", "train", "--task", "nope"]) == 2
