@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from .patches import augment, crop_origin
 from .sparsify import sparse_input
 
 __all__ = ["ISL_NET_DEPTH", "default_model_config", "prepare_isl", "prepare_surrogate",
@@ -72,20 +73,6 @@ def prepare_surrogate(ratio: int, seed: int = 0) -> dict:
     return {"x": x, "y": fl, "tl": tl, "kept": kept.tolist()}
 
 
-def _augment(rng, *arrays):
-    k = int(rng.integers(4))
-    fy, fx = bool(rng.integers(2)), bool(rng.integers(2))
-    out = []
-    for a in arrays:
-        a = np.rot90(a, k, axes=(-2, -1))
-        if fy:
-            a = a[..., ::-1, :]
-        if fx:
-            a = a[..., ::-1]
-        out.append(np.ascontiguousarray(a))
-    return out
-
-
 # ------------------------------------------------------------------------------------ train
 def _train(run_dir, arch, cfg, step_fn_factory, *, steps, lr, seed, time_limit_s, run_config,
            progress, checkpoint_every):
@@ -124,9 +111,8 @@ def train_isl(data_root, run_dir, *, arch: str = "sparsessp", ratio: int = 4, st
         def step_fn(step, rng):
             xs, ys = [], []
             for _ in range(batch):
-                i = int(rng.integers(r0, r1 - patch + 1))
-                j = int(rng.integers(0, w - patch + 1))
-                a, b = _augment(rng, x[:, i:i + patch, j:j + patch], y[:, i:i + patch, j:j + patch])
+                i, j = crop_origin(rng, (r0, r1), (0, w), patch)
+                a, b = augment(rng, x[:, i:i + patch, j:j + patch], y[:, i:i + patch, j:j + patch])
                 xs.append(a[None])
                 ys.append(b[:, None])
             xb = torch.from_numpy(np.stack(xs))
@@ -161,10 +147,9 @@ def train_surrogate(run_dir, *, ratio: int = 4, steps: int = 800, patch: int = 6
             xs, ys = [], []
             for _ in range(batch):
                 k = int(rng.integers(0, zd - SURR_DEPTH + 1))
-                i = int(rng.integers(0, h - patch + 1))
-                j = int(rng.integers(c0, c1 - patch + 1))
+                i, j = crop_origin(rng, (0, h), (c0, c1), patch)
                 sl = (slice(k, k + SURR_DEPTH), slice(i, i + patch), slice(j, j + patch))
-                a, b = _augment(rng, x[sl], y[sl])
+                a, b = augment(rng, x[sl], y[sl])
                 xs.append(a[None])
                 ys.append(b[None])
             loss = torch.nn.functional.mse_loss(model(torch.from_numpy(np.stack(xs))),
