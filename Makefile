@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # backend is GPL-3 and only installed when asked: `make test ASTRA=1`.
 ASTRA  ?= 0
 comma  := ,
-EXTRAS := test,flows,learned$(if $(filter 1 yes true,$(ASTRA)),$(comma)astra)
+EXTRAS := test,flows,learned,ssp$(if $(filter 1 yes true,$(ASTRA)),$(comma)astra)
 # re-install when pyproject.toml or the extras change
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-12)-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=

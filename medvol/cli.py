@@ -52,6 +52,7 @@ def _register() -> None:
     app.command("recon")(recon.recon)
     app.command("register")(register.register)
     app.add_typer(train.app, name="train")
+    app.add_typer(__import__("medvol.commands.ssp", fromlist=["app"]).app, name="ssp")
     app.command("run-pipeline")(pipeline.run_pipeline)
     app.command("serve")(pipeline.serve)
 
