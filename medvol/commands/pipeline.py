@@ -182,6 +182,9 @@ def run_pipeline(
 
         medvol run-pipeline studies/* -o out/ --runner dask --scheduler tcp://head:8786
     """
+    from .. import _optional, _progress
+
+    _optional.require("flows", "medvol run-pipeline")   # no Prefect: one line, exit code 6
     _prefect_env()
     _check_out_outside(list(study_dir) + ([reference] if reference else []), out)
     for s in study_dir:
@@ -194,9 +197,6 @@ def run_pipeline(
         raise InputError(f"--views {views} must be between 1 and --full-views {full_views}")
     from rich.console import Console
 
-    from .. import _optional, _progress
-
-    _optional.require("flows", "medvol run-pipeline")   # no Prefect: one line, exit code 6
     _log_to_file(Path(out) / "pipeline.log")
     _server_dies_with_us()
     console = Console(highlight=False)

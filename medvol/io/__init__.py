@@ -16,4 +16,5 @@ from .volumes import read, write
 
 __all__ = ["read_dicom_series", "read", "write", "write_segmentation", "read_segmentation",
            "write_displacement_field", "read_displacement_field", "voxel_ddf_to_lps_mm",
-           "ingest_study", "IngestResult"]
+           "ingest_study", "IngestResult", "Projections", "load_projections", "read_angles"]
+from .projections import Projections, load_projections, read_angles  # noqa: E402  (numpy only)
