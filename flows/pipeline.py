@@ -422,14 +422,9 @@ def train_micdir(runs: str = ".cache/registration/runs", *,
     ``medvol train micdir``, same defaults); export ``<model>_<modality>.safetensors`` into
     ``export``. ``data``: training-data root (else ``$MEDVOL_DATA``). ``init``: a folder of
     ``<model>_<modality>.safetensors`` to warm-start from (fresh optimiser)."""
-    from medvol.registration.train import MODALITIES, MODELS
+    from medvol.registration.train import check_choices
 
-    for m in models:
-        if m not in MODELS:
-            raise InputError(f"unknown model {m!r}", hint="use micdir and/or voxelmorph")
-    for m in modalities:
-        if m not in MODALITIES:
-            raise InputError(f"unknown modality {m!r}", hint="use intra and/or inter")
+    check_choices(list(models), list(modalities))
     res = _train_micdir_task(runs, list(models), list(modalities), steps, batch, lr, seed,
                              w_cycle, time_limit, export, device, init, data)
     rows = "\n".join(f"| {r['model']} | {r['modality']} | {r['steps']} | {r['seconds']} | "

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from prefect import flow
 
-from medvol._atomic import atomic_write_text
+from medvol._atomic import atomic_write_text, pid_alive
 from medvol.errors import InputError
 from medvol.flows.tasks import move_unique
 
@@ -90,14 +90,6 @@ def release_claim(claimed: Path, target_dir: Path) -> Path:
     return dest
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recover_stale_claims(inbox: str | os.PathLike, processing: str | os.PathLike) -> list[Path]:
@@ -109,7 +101,7 @@ def recover_stale_claims(inbox: str | os.PathLike, processing: str | os.PathLike
             owner = json.loads(lock.read_text())
         except (OSError, ValueError):
             continue
-        if owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", -1))):
+        if owner.get("host") != socket.gethostname() or pid_alive(int(owner.get("pid", -1))):
             continue
         name = lock.name[1:-len(".lock")]
         src = processing / name

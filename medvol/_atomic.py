@@ -187,7 +187,8 @@ def _renameat2():
     return _RENAMEAT2[0]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -207,7 +208,7 @@ def remove_stale_partials(final: Path) -> list[Path]:
             if not parts or not parts[0].isdigit():
                 continue
             pid = int(parts[0])
-            if pid == os.getpid() or _pid_alive(pid):
+            if pid == os.getpid() or pid_alive(pid):
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)

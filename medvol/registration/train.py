@@ -297,6 +297,18 @@ def recalibrate_weights_file(path, *, method: str = "micdir", pairs: int = 48, s
                         data=info.data, metrics=info.metrics, extra=extra, overwrite=True)
 
 
+def check_choices(models: Sequence[str], modalities: Sequence[str]) -> None:
+    """Refuse unknown model or modality names (one :class:`InputError`, the valid names)."""
+    for m in models:
+        if m not in MODELS:
+            raise InputError(f"unknown model {m!r}", hint="use micdir and/or voxelmorph")
+    for m in modalities:
+        if m not in MODALITIES:
+            raise InputError(f"unknown modality {m!r}", hint="use intra and/or inter")
+    if not models or not modalities:
+        raise InputError("give at least one model and one modality")
+
+
 def train_registration(*, data: str | os.PathLike | None = None,
                        models: Sequence[str] = ("micdir", "voxelmorph"),
                        modalities: Sequence[str] = ("intra",), steps: int = 2000, batch: int = 1,
@@ -338,14 +350,7 @@ def train_registration(*, data: str | os.PathLike | None = None,
     from ..learned.trainer import save_loss_curve
     from .data import load_sources
 
-    for m in models:
-        if m not in MODELS:
-            raise InputError(f"unknown model {m!r}", hint="use micdir and/or voxelmorph")
-    for m in modalities:
-        if m not in MODALITIES:
-            raise InputError(f"unknown modality {m!r}", hint="use intra and/or inter")
-    if not models or not modalities:
-        raise InputError("give at least one model and one modality")
+    check_choices(models, modalities)
     dev = _resolve_device(device)
     if dev == "cpu":
         torch.set_num_threads(int(os.environ.get("MEDVOL_TRAIN_THREADS", "1")))
