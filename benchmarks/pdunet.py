@@ -6,8 +6,9 @@ Usage::
     .venv/bin/python benchmarks/pdunet.py                 # quality table (shipped weights)
     .venv/bin/python benchmarks/pdunet.py --timing        # + paper-size inference timing
     .venv/bin/python benchmarks/pdunet.py --weights-dir .cache/pdunet/export --json out.json
+    .venv/bin/python benchmarks/pdunet.py --data DIR      # data root (default ../shared/data)
 
-Test data (never used in training; see medvol/learned/data.py):
+Test data (never used in training; see medvol/learned/data.py; CT from --data DIR):
   CT ×16 — 6 acquired slices (instances 16–21, z = 69…106 mm) of the GE head CT, 128², fan beam,
            23 of 360 views; the other 22 slices of that (only) CT subject trained the networks.
   MRI ×16 — axial slices of nilearn's MNI152 T1 template (another subject/volume than the stroke
@@ -30,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data"     # passed explicitly to the library
 
 
 def _stats(v):
@@ -37,30 +39,35 @@ def _stats(v):
     return f"{v.mean():.4f} ± {v.std():.4f}"
 
 
-def evaluate(task_name: str, weights_dir: Path | None, batch: int = 8) -> dict:
+def _weights(weights_dir: Path | None, name: str) -> Path:
+    from medvol.learned.weights import _weights_dir
+
+    return (weights_dir or _weights_dir()) / f"{name}.safetensors"
+
+
+def evaluate(task_name: str, weights_dir: Path | None, batch: int = 8,
+             data: Path = DEFAULT_DATA) -> dict:
     import torch
 
-    from medvol.learned.data import ct_slices, get_task, mri_slices, simulate_sparse
-    from medvol.learned.weights import PRETRAINED, WEIGHTS_DIR, load_weights
+    from medvol.learned.data import get_task, simulate_sparse, task_images
+    from medvol.learned.weights import load_weights
     from medvol.metrics import psnr, ssim
+    from medvol.recon.pdunet import task_operator
 
     task = get_task(task_name)
-    gts = ct_slices("test", task.image_size) if task.modality == "ct" else \
-        mri_slices("test", task.image_size)
-    gt = np.stack(gts)
-    op = task.operator()
+    gt = np.stack(task_images(task, "test", data=data))
+    op = task_operator(task)
     y = simulate_sparse(task, gt, op)
     yt = torch.from_numpy(y)
     recs = {}
     with torch.inference_mode():
         recs["FBP (Hann)"] = op.fbp(yt).numpy()
-        wd = weights_dir or WEIGHTS_DIR
         for label, arch in (("LPD", "lpd"), ("PD-UNet", "pdunet")):
-            p = wd / PRETRAINED[f"{arch}_{task_name}"]
+            p = _weights(weights_dir, f"{arch}_{task_name}")
             if not p.exists():
                 print(f"  (no weights {p}; skipping {label})")
                 continue
-            model, meta = load_weights(p, expect_arch=arch)
+            model, meta = load_weights(p, arch=arch)
             outs = []
             t0 = time.perf_counter()
             for i in range(0, len(y), batch):
@@ -127,12 +134,12 @@ def timing(threads_list=(2, 1), reps: int = 5) -> list[dict]:
     """Paper-size PD-UNet (width 32, depth 4) on a 256² CT ×16 fan-beam slice."""
     import torch
 
-    from medvol.learned.operator import TomoOperator
     from medvol.models.pdunet import PDUNet, count_parameters, unet_flops
+    from medvol.recon.pdunet import pdunet_operator
     from medvol.simulate import default_fan_geometry
 
     g = default_fan_geometry((256, 256), (0.9765625,) * 2, 360).subsample(16)
-    op = TomoOperator.from_geometry(g, (256, 256), (0.9765625,) * 2)
+    op = pdunet_operator(g, (256, 256), (0.9765625,) * 2)
     torch.manual_seed(0)
     model = PDUNet(image_scale=0.04).eval()
     with torch.no_grad():
@@ -181,19 +188,20 @@ def timing(threads_list=(2, 1), reps: int = 5) -> list[dict]:
     return rows
 
 
-def accuracy_of_fast_paths(weights_dir=None) -> dict:
+def accuracy_of_fast_paths(weights_dir=None, data: Path = DEFAULT_DATA) -> dict:
     """SSIM of the shipped CT PD-UNet on the held-out slices: fp32 eager vs bf16 vs compiled."""
     import torch
 
     from medvol.learned.data import ct_slices, get_task, simulate_sparse
-    from medvol.learned.weights import PRETRAINED, WEIGHTS_DIR, load_weights
+    from medvol.learned.weights import load_weights
     from medvol.metrics import ssim
+    from medvol.recon.pdunet import task_operator
 
     task = get_task("ct_x16")
-    gt = np.stack(ct_slices("test"))
-    op = task.operator()
+    gt = np.stack(ct_slices("test", data=data))
+    op = task_operator(task)
     y = torch.from_numpy(simulate_sparse(task, gt, op))
-    model, _ = load_weights((weights_dir or WEIGHTS_DIR) / PRETRAINED["pdunet_ct_x16"])
+    model, _ = load_weights(_weights(weights_dir, "pdunet_ct_x16"))
     outs = {"fp32 eager": _infer(model, y, op),
             "bf16 autocast + channels_last": _infer_bf16(
                 model.to(memory_format=torch.channels_last), y, op),
@@ -232,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights-dir", type=Path, default=None)
     ap.add_argument("--timing", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                    help="training/test data root (default ../shared/data)")
     a = ap.parse_args(argv)
     import torch
     torch.set_num_threads(2)
@@ -239,12 +249,12 @@ def main(argv=None) -> int:
           "'pred range' = the reference repo's rule. PSNR with the GT range.")
     out = {"quality": []}
     for t in a.tasks:
-        r = evaluate(t, a.weights_dir)
+        r = evaluate(t, a.weights_dir, data=a.data)
         print_table(r)
         out["quality"].append(r)
     if a.timing:
         out["timing"] = timing()
-        out["fast_path_accuracy"] = accuracy_of_fast_paths(a.weights_dir)
+        out["fast_path_accuracy"] = accuracy_of_fast_paths(a.weights_dir, a.data)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -47,6 +47,10 @@ def main() -> None:
     ap.add_argument("--weights", default=None,
                     help="folder of <method>_<modality>.safetensors to use instead of the shipped "
                          "weights (e.g. an export folder of a training run)")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared"
+                                          / "data"),
+                    help="data root holding mri/stroke (default ../shared/data; only read when "
+                         "the cached sources are missing)")
     a = ap.parse_args()
     import torch
 
@@ -56,7 +60,7 @@ def main() -> None:
     from medvol.registration.metrics import dice_per_structure, folding_percent, inverse_consistency_error
     from medvol.registration.run import register_volumes
 
-    src = load_sources()
+    src = load_sources(data=a.data)
     methods = a.methods.split(",")
     rows = []
     per_pair: dict[tuple[str, str], list[float]] = {}

@@ -16,8 +16,8 @@ Flows (deployment entrypoints ``flows/pipeline.py:<flow>``):
   on a local thread pool, a Dask cluster or Ray (``runner``); a failed study does not stop the
   others; writes ``OUT/batch_summary.json`` and a summary artifact.
 * :func:`ingest`, :func:`reconstruct`, :func:`register` — single steps;
-  :func:`train_micdir` (:mod:`medvol.registration.train`) and :func:`train_pdunet`
-  (:mod:`medvol.learned.train`) — resumable training runs.
+  :func:`train_micdir` (:func:`medvol.registration.train_registration`) and
+  :func:`train_pdunet` (:func:`medvol.recon.pdunet.train_pdunet`) — resumable training runs.
 
 Everything runs without a Prefect server (Prefect starts its temporary local API); set
 ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` on air-gapped machines. Imports are absolute so that
@@ -37,7 +37,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from medvol.errors import InputError, MedvolError
+from medvol.errors import InputError
 from medvol.flows import tasks as T
 from medvol.flows.runners import gpu_request, make_task_runner
 from medvol.registration.run import METHODS as _REGISTER_METHODS
@@ -401,48 +401,37 @@ def register(fixed: str, moving: str, out: str, *, method: str = "affine",
 def _train_micdir_task(runs: str, models: list[str], modalities: list[str], steps: int,
                        batch: int, lr: float, seed: int, w_cycle: float,
                        time_limit: float | None, export: str | None, device: str,
-                       init: str | None = None) -> dict:
-    from medvol.registration.train import TrainSpec, loss_curve_png, train_lockstep
+                       init: str | None = None, data: str | None = None) -> dict:
+    from medvol.registration.train import train_registration
 
-    specs = [TrainSpec(model=m, modality=mod, steps=steps, batch=batch, lr=lr, seed=seed,
-                       w_cycle=w_cycle, out=str(Path(runs) / f"{m}_{mod}"),
-                       init=str(Path(init) / f"{m}_{mod}.safetensors") if init else None)
-             for mod in modalities for m in models]
-    trainers = train_lockstep(specs, device=device, time_limit_s=time_limit)
-    hist = {f"{t.spec.model}_{t.spec.modality}": t.history for t in trainers}
-    loss_curve_png(hist, Path(runs) / "loss_curves.png", overwrite=True)
-    exported = []
-    if export:
-        Path(export).mkdir(parents=True, exist_ok=True)
-        for t in trainers:
-            exported.append(str(t.export(Path(export) / f"{t.spec.model}_{t.spec.modality}"
-                                         ".safetensors", overwrite=True)))
-    return {"models": [{"model": t.spec.model, "modality": t.spec.modality, "steps": t.step_no,
-                        "seconds": round(t.t_train, 1),
-                        "last_loss": (t.history[-1].get("loss") if t.history else None)}
-                       for t in trainers], "exported": exported,
-            "loss_curves": str(Path(runs) / "loss_curves.png")}
+    res = train_registration(data=data, models=models, modalities=modalities, steps=steps,
+                             batch=batch, lr=lr, w_cycle=w_cycle, seed=seed, init=init, runs=runs,
+                             time_limit_s=time_limit, export=export, device=device)
+    return {k: v for k, v in res.items() if k != "runs"}
 
 
 @flow(name="medvol-train-micdir", log_prints=True)
 def train_micdir(runs: str = ".cache/registration/runs", *,
-                 models: list[str] = ("micdir",), modalities: list[str] = ("intra",),
+                 models: list[str] = ("micdir", "voxelmorph"), modalities: list[str] = ("intra",),
                  steps: int = 2000, batch: int = 1, lr: float = 1e-4, seed: int = 0,
                  w_cycle: float = 0.0, time_limit: float | None = None,
-                 export: str | None = None, device: str = "auto", init: str | None = None) -> dict:
+                 export: str | None = None, device: str = "auto", init: str | None = None,
+                 data: str | None = None) -> dict:
     """Train (or resume from checkpoints in ``runs``) MICDIR and/or VoxelMorph on the
-    known-deformation MRI pairs (:func:`medvol.registration.train.train_lockstep`); export
-    ``<model>_<modality>.safetensors`` into ``export``. Resuming is the trainer's: rerunning
-    continues from the last checkpoint. ``init``: a folder of ``<model>_<modality>.safetensors``
-    to warm-start from (e.g. ``models/weights``; fresh optimiser)."""
+    known-deformation MRI pairs (:func:`medvol.registration.train_registration`, the job of
+    ``medvol train micdir``, same defaults); export ``<model>_<modality>.safetensors`` into
+    ``export``. ``data``: training-data root (else ``$MEDVOL_DATA``). ``init``: a folder of
+    ``<model>_<modality>.safetensors`` to warm-start from (fresh optimiser)."""
+    from medvol.registration.train import MODALITIES, MODELS
+
     for m in models:
-        if m not in ("micdir", "voxelmorph"):
+        if m not in MODELS:
             raise InputError(f"unknown model {m!r}", hint="use micdir and/or voxelmorph")
     for m in modalities:
-        if m not in ("intra", "inter"):
+        if m not in MODALITIES:
             raise InputError(f"unknown modality {m!r}", hint="use intra and/or inter")
     res = _train_micdir_task(runs, list(models), list(modalities), steps, batch, lr, seed,
-                             w_cycle, time_limit, export, device, init)
+                             w_cycle, time_limit, export, device, init, data)
     rows = "\n".join(f"| {r['model']} | {r['modality']} | {r['steps']} | {r['seconds']} | "
                      f"{_fmt(r['last_loss'])} |" for r in res["models"])
     _artifact(f"medvol-train-micdir-{_short(Path(runs).resolve())}",
@@ -451,41 +440,38 @@ def train_micdir(runs: str = ".cache/registration/runs", *,
     return res
 
 
-def _pdunet_trainer():
-    """:func:`medvol.learned.train.train`, or a clear error on builds without it."""
-    try:
-        from medvol.learned.train import default_config, train
-    except ImportError as e:
-        raise MedvolError(f"PD-UNet training is not available in this medvol build ({e})",
-                          hint="update medvol; `medvol train-pdunet` needs medvol.learned") from None
-    return train, default_config
-
-
 @task(name="train-pdunet", retries=1, retry_delay_seconds=[30],
       retry_condition_fn=T.retry_on_transient, cache_policy=NO_CACHE)
 def _train_pdunet_task(task_name: str, arch: str, steps: int, batch: int, lr: float, size: str,
                        seed: int, run_dir: str | None, time_limit: float | None, threads: int,
-                       export: str | None, overwrite: bool) -> dict:
-    train, default_config = _pdunet_trainer()
-    res = train(task_name, arch, steps=steps, batch=batch, lr=lr, seed=seed,
-                config=default_config(arch, size), run_dir=run_dir, time_limit=time_limit,
-                threads=threads, export=export, overwrite=overwrite)
-    return json.loads(json.dumps(res, default=str))
+                       export: str | None, overwrite: bool, data: str | None = None) -> dict:
+    from medvol.recon.pdunet import train_pdunet as job
+
+    res = job(task_name, arch, data=data, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
+              run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
+              overwrite=overwrite)
+    return {"step": res.steps_done, "finished": res.finished, "seconds": round(res.train_s, 1),
+            "losses": [(h["step"], h["loss"]) for h in res.history],
+            "run_dir": str(res.run_dir), **res.extra}
 
 
 @flow(name="medvol-train-pdunet", log_prints=True)
 def train_pdunet(task_name: str = "ct_x16", *, arch: str = "pdunet", steps: int = 1500,
                  batch: int = 4, lr: float = 1e-3, size: str = "small", seed: int = 1701,
                  run_dir: str | None = None, time_limit: float | None = None, threads: int = 1,
-                 export: str | None = None, overwrite: bool = False) -> dict:
+                 export: str | None = None, overwrite: bool = False,
+                 data: str | None = None) -> dict:
     """Train (or resume from ``run_dir``'s checkpoint) PD-UNet or the Learned Primal-Dual
-    baseline (:func:`medvol.learned.train.train`) on ``task_name`` (``ct_x16`` | ``mri_x16``);
+    baseline (:func:`medvol.recon.pdunet.train_pdunet`, the job of ``medvol train pdunet``) on
+    ``task_name`` (``ct_x16`` | ``mri_x16``) with data from ``data`` (else ``$MEDVOL_DATA``);
     ``export`` writes the weights as safetensors. ``time_limit`` (s) stops after a checkpoint,
     so a scheduled run can continue training night after night."""
-    if arch not in ("pdunet", "lpd"):
+    from medvol.recon.pdunet import ARCHS
+
+    if arch not in ARCHS:
         raise InputError(f"unknown architecture {arch!r}", hint="use pdunet or lpd")
     res = _train_pdunet_task(task_name, arch, steps, batch, lr, size, seed, run_dir, time_limit,
-                             threads, export, overwrite)
+                             threads, export, overwrite, data)
     losses = res.get("losses") or []
     last = losses[-1][1] if losses else None
     _artifact(f"medvol-train-{arch}-{task_name.replace('_', '-')}",

@@ -203,6 +203,7 @@ class Projector:
         self.check_finite = bool(check_finite)
         self._device = self._resolve_device(device)
         self._norm_cache: dict = {}
+        self.pinv = None   # pseudo-inverse hook ``pinv(y) -> image`` behind :meth:`fbp`
         self._astra = None
         self._plan = None
 
@@ -365,6 +366,16 @@ class Projector:
         return self._apply(y, transpose=True)
 
     __call__ = forward
+
+    def fbp(self, y):
+        """Pseudo-inverse ``A⁺y`` (e.g. a filtered back-projection) through the hook
+        :attr:`pinv`, which the code that builds the operator sets (kernels stay free of
+        reconstruction code): :func:`medvol.recon.pdunet.pdunet_operator` installs the Hann FBP
+        that learned reconstructors such as PD-UNet call as ``A.fbp(y)``."""
+        if self.pinv is None:
+            raise InputError("this Projector has no pseudo-inverse hook (A.pinv is None)",
+                             hint="build it with medvol.recon.pdunet.pdunet_operator or set A.pinv")
+        return self.pinv(y)
 
     # ------------------------------------------------------------------------------------
     def norm(self, n_iter: int = 50, seed: int = 0) -> float:

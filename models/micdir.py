@@ -225,6 +225,18 @@ def normalize_adjacency(a: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- MICDIR
+def _bound(name: str, value, lo: int, hi: int, *, n_min: int | None = None,
+           n_max: int | None = None) -> None:
+    """``ValueError`` unless ``value`` (an int, or a sequence of ints of length in
+    ``[n_min, n_max]``) lies in ``[lo, hi]`` — the size checks of the config classes."""
+    vals = value if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(value, (tuple, list)) and n_min is not None and not n_min <= len(vals) <= n_max:
+        raise ValueError(f"{name} must have {n_min}..{n_max} entries, got {len(vals)}")
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be integers in [{lo}, {hi}], got {value!r}")
+
+
 @dataclass
 class MICDIRConfig:
     """Architecture options (all recorded in the weights' metadata).
@@ -252,6 +264,26 @@ class MICDIRConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def validate(self) -> "MICDIRConfig":
+        """Refuse sizes outside sane bounds (``ValueError``) before anything is allocated."""
+        n = len(self.enc_channels)
+        _bound("enc_channels", self.enc_channels, 1, 256, n_min=1, n_max=8)
+        _bound("enc_strides", self.enc_strides, 1, 4, n_min=n, n_max=n)
+        _bound("dec_channels", self.dec_channels, 1, 256)
+        _bound("head_channels", self.head_channels, 1, 256, n_min=0, n_max=4)
+        _bound("hidden", self.hidden, 1, 256)
+        _bound("gcn_hidden", self.gcn_hidden, 1, 256)
+        _bound("nodes", self.nodes, 1, 16, n_min=3, n_max=3)
+        _bound("int_steps", self.int_steps, 0, 16)
+        for k in ("scg_dropout", "gcn_dropout"):
+            if not 0.0 <= float(getattr(self, k)) < 1.0:
+                raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
+        if self.std_from_logvar not in ("exp", "exp_half"):
+            raise ValueError("std_from_logvar must be 'exp' or 'exp_half'")
+        if self.adjacency_act not in ("leaky_relu", "relu"):
+            raise ValueError("adjacency_act must be 'leaky_relu' or 'relu'")
+        return self
 
     @classmethod
     def from_dict(cls, d: dict) -> "MICDIRConfig":

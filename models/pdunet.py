@@ -7,8 +7,9 @@ Both reconstructors are called ``model(sinogram, operator)``:
 ``operator``
     Any object with ``operator(x)`` (forward projection ``(B, ny, nx) → (B, views, n_det)``),
     ``operator.T(y)`` (adjoint, unfiltered back-projection) and ``operator.fbp(y)`` (Hann-filtered
-    back-projection in image units, differentiable). :class:`medvol.learned.TomoOperator` wraps a
-    :class:`medvol.kernels.Projector` this way. LPD additionally uses ``operator.norm()``.
+    back-projection in image units, differentiable):
+    :func:`medvol.recon.pdunet.pdunet_operator` gives a :class:`medvol.kernels.Projector` whose
+    ``fbp`` hook is the Hann FBP. LPD additionally uses ``operator.norm(n_iter=30)`` (cached).
 
 Both return ``(B, ny, nx)`` images in the units of the training images (μ in 1/mm for CT,
 max-normalised magnitude for MRI).
@@ -39,12 +40,17 @@ scaled by ``image_scale`` and the data by ``image_scale·‖A‖`` so that ``A_n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["PDUNet", "LearnedPrimalDual", "UNet", "DualBlock", "pdunet_config",
+__all__ = ["PDUNet", "LearnedPrimalDual", "PDUNetConfig", "LPDConfig", "UNet", "DualBlock", "pdunet_config",
            "count_parameters", "unet_flops"]
+
+
+LPD_NORM_ITERS = 30   # power-method iterations of ‖A‖ (the shipped LPD weights were trained so)
 
 
 def _znorm(x: torch.Tensor, eps: float = 1e-6):
@@ -138,6 +144,49 @@ def pdunet_config(width: int = 32, depth: int = 4, n_primal: int = 4, n_dual: in
                 n_iter=int(n_iter), dual_width=int(dual_width))
 
 
+@dataclass
+class PDUNetConfig:
+    """Architecture of :class:`PDUNet` (defaults: the paper; the shipped CPU weights use
+    ``width=16``). :meth:`validate` bounds every size."""
+
+    width: int = 32
+    depth: int = 4
+    n_primal: int = 4
+    n_dual: int = 5
+    n_iter: int = 2
+    dual_width: int = 32
+
+    def validate(self) -> "PDUNetConfig":
+        from .micdir import _bound
+
+        _bound("width", self.width, 1, 128)
+        _bound("depth", self.depth, 1, 6)
+        _bound("n_primal", self.n_primal, 1, 32)
+        _bound("n_dual", self.n_dual, 1, 32)
+        _bound("n_iter", self.n_iter, 1, 20)
+        _bound("dual_width", self.dual_width, 1, 256)
+        return self
+
+
+@dataclass
+class LPDConfig:
+    """Architecture of :class:`LearnedPrimalDual` (Adler & Öktem's defaults)."""
+
+    n_iter: int = 10
+    n_primal: int = 5
+    n_dual: int = 5
+    width: int = 32
+
+    def validate(self) -> "LPDConfig":
+        from .micdir import _bound
+
+        _bound("n_iter", self.n_iter, 1, 50)
+        _bound("n_primal", self.n_primal, 1, 32)
+        _bound("n_dual", self.n_dual, 1, 32)
+        _bound("width", self.width, 1, 256)
+        return self
+
+
 class PDUNet(nn.Module):
     """Primal-Dual UNet: learned primal-dual with UNet primal blocks, FBP init, 2 iterations.
 
@@ -207,7 +256,7 @@ class LearnedPrimalDual(nn.Module):
     """The original Learned Primal-Dual (Adler & Öktem 2018): 10 iterations, zero init.
 
     ``image_scale`` (99th-percentile image value) sets the image units; the operator is
-    normalised by ``operator.norm()`` (cached by :class:`medvol.learned.TomoOperator`).
+    normalised by ``operator.norm(n_iter=LPD_NORM_ITERS)`` (cached by the Projector).
     """
 
     def __init__(self, n_iter: int = 10, n_primal: int = 5, n_dual: int = 5, width: int = 32,
@@ -226,7 +275,7 @@ class LearnedPrimalDual(nn.Module):
         if g.dim() == 2:
             return self.forward(g[None], operator)[0]
         s = self.image_scale.to(g.dtype)
-        nrm = float(operator.norm())
+        nrm = float(operator.norm(n_iter=LPD_NORM_ITERS))
         g_n = (g / (s * nrm)).unsqueeze(1)
         B = g.shape[0]
         ny, nx = operator.domain_shape

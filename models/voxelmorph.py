@@ -28,6 +28,16 @@ class VoxelMorphConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def validate(self) -> "VoxelMorphConfig":
+        """Refuse sizes outside sane bounds (``ValueError``) before anything is allocated."""
+        from .micdir import _bound
+
+        _bound("channels", self.channels, 1, 256, n_min=2, n_max=12)
+        _bound("final_conv_channels", self.final_conv_channels, 1, 256, n_min=0, n_max=4)
+        _bound("unet_out_channels", self.unet_out_channels, 1, 256)
+        _bound("int_steps", self.int_steps, 0, 16)
+        return self
+
     @classmethod
     def from_dict(cls, d: dict) -> "VoxelMorphConfig":
         unknown = set(d) - set(cls.__dataclass_fields__)

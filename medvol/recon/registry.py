@@ -163,7 +163,7 @@ def _tv(A, y, *, lam, n_iter, nonneg, progress, **_):
 def _pdunet(A, y, *, weights, **_):
     # merge: PD-UNet inference moves to medvol.recon.pdunet (arch-learned); until then it is
     # medvol.learned.inference.
-    from ..learned.inference import pdunet_reconstruct
+    from .pdunet import pdunet_reconstruct
 
     return pdunet_reconstruct(A, y, weights=weights)
 

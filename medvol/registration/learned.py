@@ -12,7 +12,6 @@ SimpleITK registration, like the B-spline baseline and the paper's affinely pre-
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,55 +20,38 @@ import numpy as np
 from ..errors import InputError, WeightsError
 from ..volume import Volume
 
-__all__ = ["weights_path", "load_model", "LearnedResult", "register_learned", "lps_mm_to_voxel_ddf",
+__all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "register_learned", "lps_mm_to_voxel_ddf",
            "run_net"]
 
-FORMAT = "medvol-registration-1"
+METHODS = ("micdir", "voxelmorph")
 
 
 def weights_path(method: str, modality: str = "intra") -> Path:
     """Path of the shipped weights ``models/weights/<method>_<modality>.safetensors``."""
-    import importlib.util
+    from ..learned.weights import _weights_dir
 
-    spec = importlib.util.find_spec("medvol.models")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("medvol.models is not importable", hint="reinstall medvol")
-    return Path(list(spec.submodule_search_locations)[0]) / "weights" / f"{method}_{modality}.safetensors"
+    return _weights_dir() / f"{method}_{modality}.safetensors"
 
 
 def load_model(method: str = "micdir", modality: str = "intra", path=None, device: str = "cpu"):
-    """Build the net and load its safetensors weights; returns ``(model, metadata)``.
+    """Build the net and load its safetensors weights (:func:`medvol.learned.load_weights`);
+    returns ``(model, WeightsInfo)`` (``info.task``: ``modality``, ``similarity``,
+    ``grid_shape``, ``grid_spacing_mm``).
 
     Raises :class:`WeightsError` for a missing, unreadable, corrupted or mismatched file.
     """
-    from .._safetensors import read_safetensors
-    from .train import build_model
+    from ..learned.weights import load_weights
 
-    if method not in ("micdir", "voxelmorph"):
+    if method not in METHODS:
         raise InputError(f"unknown learned method {method!r}", hint="use micdir or voxelmorph")
     p = Path(path) if path is not None else weights_path(method, modality)
-    meta, tensors = read_safetensors(
-        p, retrain_hint="pass --weights or retrain with `medvol train micdir`")
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"not medvol registration weights (format={meta.get('format')!r})", path=p)
-    if meta.get("model") != method:
-        raise WeightsError(f"weights are for {meta.get('model')!r}, not {method!r}", path=p,
-                           hint="pick the matching --method or --weights")
-    try:
-        cfg = json.loads(meta["config"])
-        model = build_model(method, cfg)
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-    except (KeyError, ValueError, TypeError, RuntimeError) as e:
-        raise WeightsError(f"weights do not match the {method} network "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})", path=p) from None
-    if missing or unexpected:
-        raise WeightsError(f"weights do not match the {method} network: {len(missing)} missing, "
-                           f"{len(unexpected)} unexpected tensors", path=p)
-    for k, v in tensors.items():
-        if v.is_floating_point() and not bool(np.isfinite(v.numpy()).all()):
-            raise WeightsError(f"weights hold non-finite values ({k})", path=p)
-    model.eval().to(device)
-    return model, meta
+    if not p.is_file():
+        raise WeightsError("weights file not found", path=p,
+                           hint="pass --weights or retrain with `medvol train micdir`")
+    model, info = load_weights(p, arch=method, device=device)
+    if not isinstance(info.task, dict) or "grid_shape" not in info.task:
+        raise WeightsError("registration weights lack their model grid (task.grid_shape)", path=p)
+    return model, info
 
 
 def lps_mm_to_voxel_ddf(disp_mm, reference: Volume) -> np.ndarray:
@@ -134,8 +116,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     t0 = time.perf_counter()
     if model is None:
         model, meta = load_model(method, modality, weights, device=device)
-    shape = tuple(json.loads(meta.get("grid_shape", "[64, 80, 64]")))
-    spacing = float(meta.get("grid_spacing_mm", 2.5))
+    task = meta.task if hasattr(meta, "task") else {}
+    shape = tuple(task.get("grid_shape", (64, 80, 64)))
+    spacing = float(task.get("grid_spacing_mm", 2.5))
     grid = _centroid_grid(fixed, shape, spacing)
     aff = None
     if prealign:

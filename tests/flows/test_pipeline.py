@@ -402,17 +402,17 @@ def test_study_pipeline_adds_register_step_on_rerun(prefect_api, studies, tmp_pa
 
 # --------------------------------------------------------------------------- training flows
 @pytest.mark.slow
-def test_train_pdunet_flow_trains_exports_and_resumes(prefect_api, tmp_path):
-    pytest.importorskip("medvol.learned.train")
+def test_train_pdunet_flow_trains_exports_and_resumes(prefect_api, tmp_path, shared_data):
     from safetensors import safe_open
 
     from medvol.flows.pipeline import train_pdunet
 
     w = tmp_path / "w.safetensors"
     r1 = train_pdunet("ct_x16", arch="pdunet", steps=2, batch=1, run_dir=str(tmp_path / "run"),
-                      export=str(w))
+                      export=str(w), data=str(shared_data))
     assert r1["step"] == 2 and r1["finished"] and w.is_file()
     with safe_open(str(w), "pt") as f:
         assert len(list(f.keys())) > 0
-    r2 = train_pdunet("ct_x16", arch="pdunet", steps=2, batch=1, run_dir=str(tmp_path / "run"))
+    r2 = train_pdunet("ct_x16", arch="pdunet", steps=2, batch=1, run_dir=str(tmp_path / "run"),
+                      data=str(shared_data))
     assert r2["step"] == 2 and r2["losses"] == r1["losses"]      # resumed: nothing retrained

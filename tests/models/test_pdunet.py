@@ -8,19 +8,17 @@ torch = pytest.importorskip("torch")
 
 from medvol.errors import GeometryError, WeightsError  # noqa: E402
 from medvol.geometry import ParallelBeam2D  # noqa: E402
-from medvol.learned import (TomoOperator, load_weights, pdunet_reconstruct,  # noqa: E402
-                            save_weights)
+from medvol.learned import load_weights, save_weights  # noqa: E402
 from medvol.models.pdunet import (DualBlock, LearnedPrimalDual, PDUNet, UNet,  # noqa: E402
                                   _znorm, count_parameters, pad_sinogram, unet_flops)
 from medvol.phantoms import shepp_logan_2d  # noqa: E402
+from medvol.recon.pdunet import pdunet_operator, pdunet_reconstruct  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def small_op():
-    from medvol.kernels import Projector
-
     g = ParallelBeam2D(angles=np.linspace(0, np.pi, 12, endpoint=False), n_det=46)
-    return TomoOperator(Projector(g, (32, 32), (1.0, 1.0), backend="torch"))
+    return pdunet_operator(g, (32, 32), (1.0, 1.0))
 
 
 def _data(op, b=2):
@@ -99,16 +97,17 @@ def test_weights_roundtrip_and_errors(tmp_path, small_op):
     m = PDUNet(width=8, depth=3, image_scale=0.25)
     with torch.no_grad():
         m.gate_primal.fill_(0.3)
-    p = save_weights(m, tmp_path / "m.safetensors", arch="pdunet", task={"image_size": 32})
+    p = save_weights(tmp_path / "m.safetensors", m, arch="pdunet", config=m.config,
+                     task={"image_size": 32})
     m2, meta = load_weights(p)
-    assert meta["config"] == m.config and float(m2.image_scale) == 0.25
+    assert meta.config == m.config and float(m2.image_scale) == 0.25
     y, _ = _data(small_op)
     with torch.no_grad():
         torch.testing.assert_close(m.eval()(y, small_op), m2(y, small_op))
     # the safetensors file is not pickle and refuses to be overwritten silently
     from medvol.errors import OutputExistsError
     with pytest.raises(OutputExistsError):
-        save_weights(m, p, arch="pdunet", task={})
+        save_weights(p, m, arch="pdunet", config=m.config, task={})
     # corrupted
     bad = tmp_path / "bad.safetensors"
     raw = p.read_bytes()
@@ -121,15 +120,16 @@ def test_weights_roundtrip_and_errors(tmp_path, small_op):
     st = load_file(str(p))
     cfg = dict(m.config, width=16)
     save_file(st, str(tmp_path / "mis.safetensors"),
-              metadata={"arch": "pdunet", "config": json.dumps(cfg), "task": "{}"})
+              metadata={"format": "medvol-pdunet-1", "arch": "pdunet", "config": json.dumps(cfg),
+                        "task": "{}"})
     with pytest.raises(WeightsError, match="do not match"):
         load_weights(tmp_path / "mis.safetensors")
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "none.safetensors")
     with pytest.raises(WeightsError, match="expected 'lpd'"):
-        load_weights(p, expect_arch="lpd")
+        load_weights(p, arch="lpd")
     # inference wrapper on a path; wrong sinogram shape is a GeometryError
-    out = pdunet_reconstruct(small_op.A, y.numpy(), weights=str(p))
+    out = pdunet_reconstruct(small_op, y.numpy(), weights=str(p))
     assert out.shape == (2, 32, 32) and isinstance(out, np.ndarray)
     with pytest.raises(GeometryError):
-        pdunet_reconstruct(small_op.A, y.numpy()[:, :5], weights=str(p))
+        pdunet_reconstruct(small_op, y.numpy()[:, :5], weights=str(p))

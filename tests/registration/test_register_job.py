@@ -25,7 +25,7 @@ def _shipped(method="micdir"):
 def test_shipped_weights_load(method):
     pytest.importorskip("monai")
     model, meta = load_model(method, "intra", _shipped(method))
-    assert meta["model"] == method and json.loads(meta["grid_shape"]) == [64, 80, 64]
+    assert meta.arch == method and meta.task["grid_shape"] == [64, 80, 64]
     assert not model.training
 
 
@@ -162,44 +162,49 @@ def _tiny_sources():
     return {"mni09a": subj(1), "mni09c": subj(2)}
 
 
+CFG = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
+       "head_channels": [4], "nodes": [2, 2, 2]}
+
+
 def test_training_resumes_exactly(tmp_path):
-    from medvol.registration.train import TrainSpec, Trainer
+    """An interrupted run resumed from its checkpoint equals an uninterrupted one."""
+    from medvol.registration.train import TrainSpec, train_run
 
     sources = _tiny_sources()
-    cfg = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
-           "head_channels": [4], "nodes": [2, 2, 2]}
-    spec = TrainSpec(model="micdir", steps=10, ckpt_every=2, out=str(tmp_path / "run"), config=cfg)
-    t = Trainer(spec, sources=sources, device="cpu")
-    t.step(); t.step()                      # checkpoint written at step 2
-    state2 = {k: v.clone() for k, v in t.model.state_dict().items()}
-    rec3 = t.step()
-    t2 = Trainer(spec, sources=sources, device="cpu")   # resumes from step 2
-    assert t2.step_no == 2
-    for k, v in t2.model.state_dict().items():
+    a = train_run(TrainSpec(model="micdir", steps=10, ckpt_every=2, out=str(tmp_path / "a"),
+                            config=CFG), sources=sources, device="cpu")
+    ra = a.advance(3, progress=False)
+    b = train_run(TrainSpec(model="micdir", steps=10, ckpt_every=2, out=str(tmp_path / "b"),
+                            config=CFG), sources=sources, device="cpu")
+    b.advance(2, progress=False)
+    state2 = {k: v.clone() for k, v in b.model.state_dict().items()}
+    b2 = train_run(TrainSpec(model="micdir", steps=10, ckpt_every=2, out=str(tmp_path / "b"),
+                             config=CFG), sources=sources, device="cpu")   # a new process, say
+    b2.advance(2, progress=False)                                             # resumes, no step
+    assert b2.step_no == 2
+    for k, v in b2.model.state_dict().items():
         assert torch.equal(v, state2[k]), k
-    rec3b = t2.step()
-    assert rec3b["loss"] == pytest.approx(rec3["loss"], rel=1e-4, abs=1e-6)
+    rb = b2.advance(3, progress=False)
+    assert rb.history[-1]["loss"] == pytest.approx(ra.history[-1]["loss"], rel=1e-4, abs=1e-6)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b2.model.state_dict()[k]), k
 
 
 def test_training_warm_start_from_exported_weights(tmp_path):
     """``init`` loads an exported weights file (its config included), records the steps already
     done, and the exported result counts them; a resumed run ignores ``init``."""
-    from safetensors import safe_open
-
-    from medvol.registration.train import TrainSpec, Trainer
+    from medvol.learned import read_weights_info
+    from medvol.registration.train import TrainSpec, train_run
 
     sources = _tiny_sources()
-    cfg = {"enc_channels": [4, 8, 8], "enc_strides": [1, 2, 2], "dec_channels": 8,
-           "head_channels": [4], "nodes": [2, 2, 2]}
-    first = Trainer(TrainSpec(model="micdir", steps=3, out=str(tmp_path / "a"), config=cfg),
-                    sources=sources, device="cpu")
-    for _ in range(3):
-        first.step()
+    first = train_run(TrainSpec(model="micdir", steps=3, out=str(tmp_path / "a"), config=CFG),
+                      sources=sources, device="cpu")
+    first.advance(3, progress=False)
     w = first.export(tmp_path / "w.safetensors")
     # the warm start takes the config from the file, not from the (default) spec
     spec = TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
                      init=str(w))
-    t = Trainer(spec, sources=sources, device="cpu")
+    t = train_run(spec, sources=sources, device="cpu")
     from safetensors.torch import load_file
 
     ref = load_file(str(w))  # exported = trained weights + BatchNorm stats of the inference path
@@ -208,21 +213,42 @@ def test_training_warm_start_from_exported_weights(tmp_path):
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(ref[k], v), k
     assert t.init_steps == 3
-    t.step()
-    t2 = Trainer(TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1, out=str(tmp_path / "b"),
-                           init=str(w)), sources=sources, device="cpu")
+    t.advance(1, progress=False)
+    t2 = train_run(TrainSpec(model="micdir", steps=2, seed=1, ckpt_every=1,
+                             out=str(tmp_path / "b"), init=str(w)), sources=sources, device="cpu")
+    t2.advance(1, progress=False)
     assert t2.step_no == 1 and t2.init_steps == 3
     for k, v in t.model.state_dict().items():
         assert torch.equal(t2.model.state_dict()[k], v), k
-    t2.step()
-    out = t2.export(tmp_path / "w2.safetensors")
-    with safe_open(str(out), "pt") as f:
-        meta = f.metadata()
-    assert (meta["steps_done"], meta["init_steps"], meta["steps_this_run"]) == ("5", "3", "2")
+    t2.advance(2, progress=False)
+    info = read_weights_info(t2.export(tmp_path / "w2.safetensors"))
+    assert (info.extra["steps_done"], info.extra["init_steps"],
+            info.extra["steps_this_run"]) == (5, 3, 2)
+    assert info.task["modality"] == "intra" and info.config["enc_channels"] == [4, 8, 8]
     # weights of the other model are refused
     vm = TrainSpec(model="voxelmorph", steps=1, out=str(tmp_path / "c"), init=str(w))
-    with pytest.raises(Exception, match="micdir"):
-        Trainer(vm, sources=sources, device="cpu")
+    with pytest.raises(WeightsError, match="micdir"):
+        train_run(vm, sources=sources, device="cpu")
+
+
+def test_train_registration_lockstep_and_export(tmp_path):
+    """Two models train in lockstep (equal steps), export loadable weights and a loss curve;
+    rerunning resumes without retraining."""
+    from medvol.registration.learned import load_model
+    from medvol.registration.train import train_registration
+
+    sources = _tiny_sources()
+    kw = dict(sources=sources, models=["micdir"], modalities=["intra"], steps=3, ckpt_every=2,
+              runs=tmp_path / "runs", device="cpu", progress=False)
+    r = train_registration(export=tmp_path / "exp", **kw)
+    assert [row["steps"] for row in r["models"]] == [3]
+    assert (tmp_path / "runs" / "loss_curves.png").is_file()
+    model, info = load_model("micdir", path=tmp_path / "exp" / "micdir_intra.safetensors")
+    assert info.extra["steps_done"] == 3 and not model.training
+    again = train_registration(**kw)
+    assert again["models"][0]["last_loss"] == r["models"][0]["last_loss"]
+    with pytest.raises(InputError, match="unknown model"):
+        train_registration(**{**kw, "models": ["unet"]})
 
 
 def test_batchnorm_recalibration_matches_the_inference_path(tmp_path):

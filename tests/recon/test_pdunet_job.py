@@ -1,4 +1,5 @@
-"""PD-UNet training: resume equals an uninterrupted run; data split; shipped weights beat FBP."""
+"""PD-UNet job (medvol.recon.pdunet): resume equals an uninterrupted run; data split; shipped
+weights beat FBP. Real data come from ``../shared/data`` passed explicitly."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,16 +8,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("finufft")
 
+from pathlib import Path  # noqa: E402
+
 from medvol.learned.data import (apply_augmentation, ct_slices, get_task,  # noqa: E402
                                  sample_augmentation, simulate_sparse)
-from medvol.learned.weights import PRETRAINED, WEIGHTS_DIR, load_pretrained  # noqa: E402
+from medvol.learned.weights import shipped_weights, shipped_weights_names  # noqa: E402
+from medvol.recon.pdunet import PRETRAINED, load_pdunet, task_operator  # noqa: E402
 
 TINY = dict(width=4, depth=2, n_primal=4, n_dual=5, n_iter=2, dual_width=4)
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"   # ../shared/data
 
 
 def _have_ct():
     try:
-        return len(ct_slices("test")) == 6
+        return len(ct_slices("test", data=DATA)) == 6
     except Exception:
         return False
 
@@ -24,27 +29,28 @@ def _have_ct():
 @pytest.mark.slow
 @pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_resume_matches_uninterrupted(tmp_path):
-    from medvol.learned.train import train
+    from medvol.recon.pdunet import train_pdunet
 
-    quiet = dict(progress=lambda s: None, log_every=1, ckpt_every=1000)
-    a = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "a", **quiet)
-    r1 = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
-               time_limit=0.0, **quiet)
-    assert r1["step"] == 1 and not r1["finished"]
-    r2 = train("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
-               export=tmp_path / "b.safetensors", **quiet)
-    assert r2["finished"] and (tmp_path / "b" / "loss_curve.png").stat().st_size > 1000
-    la = np.array(a["losses"])[:, 1]
-    lb = np.array(r2["losses"])[:, 1]
+    quiet = dict(progress=False, log_every=1, checkpoint_every=1000, data=DATA)
+    a = train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "a",
+                     **quiet)
+    r1 = train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
+                      time_limit_s=0.0, **quiet)
+    assert r1.steps_done == 1 and not r1.finished
+    r2 = train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
+                      export=tmp_path / "b.safetensors", **quiet)
+    assert r2.finished and (tmp_path / "b" / "loss_curve.png").stat().st_size > 1000
+    la = np.array([h["loss"] for h in a.history])
+    lb = np.array([h["loss"] for h in r2.history])
     np.testing.assert_allclose(la, lb, rtol=1e-5)
     from medvol.learned import load_weights
     m, meta = load_weights(tmp_path / "b.safetensors")
-    assert meta["task"]["name"] == "ct_x16" and m.config == TINY
+    assert meta.task["name"] == "ct_x16" and m.config == TINY
 
 
 @pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_ct_split_is_disjoint_and_in_attenuation_units():
-    tr, te = ct_slices("train"), ct_slices("test")
+    tr, te = ct_slices("train", data=DATA), ct_slices("test", data=DATA)
     assert len(tr) == 22 and len(te) == 6
     # no test slice appears in training
     for t in te:
@@ -63,30 +69,30 @@ def test_augmentation_is_deterministic_given_params():
 
 
 def _shipped(name):
-    p = WEIGHTS_DIR / PRETRAINED[name]
-    if not p.exists():
-        pytest.skip(f"{p.name} not shipped")
-    return load_pretrained(name)
+    if name not in shipped_weights_names():
+        pytest.skip(f"{name} not shipped")
+    return load_pdunet(name)
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
 def test_shipped_weights_load(name):
     model, meta = _shipped(name)
-    assert meta["task"]["image_size"] == 128 and meta["task"]["sparsity"] == 16
+    assert shipped_weights(name).is_file()
+    assert meta.task["image_size"] == 128 and meta.task["sparsity"] == 16
     assert float(model.image_scale) > 0
 
 
 @pytest.mark.skipif(not _have_ct(), reason="GE head CT DICOM not available")
 def test_shipped_ct_pdunet_beats_fbp_on_held_out_slice():
-    from medvol.learned import pdunet_reconstruct
     from medvol.metrics import ssim
+    from medvol.recon.pdunet import pdunet_reconstruct
 
     _shipped("pdunet_ct_x16")
     task = get_task("ct_x16")
-    gt = ct_slices("test")[2]
-    op = task.operator()
+    gt = ct_slices("test", data=DATA)[2]
+    op = task_operator(task)
     y = simulate_sparse(task, gt[None], op)[0]
-    rec = pdunet_reconstruct(op.A, y, weights="pdunet_ct_x16")
+    rec = pdunet_reconstruct(op, y, weights="pdunet_ct_x16")
     fbp = op.fbp(torch.from_numpy(y)).numpy()
     dr = float(gt.max() - gt.min())
     assert ssim(np.clip(rec, 0, None), gt, data_range=dr) > ssim(np.clip(fbp, 0, None), gt,
@@ -94,8 +100,8 @@ def test_shipped_ct_pdunet_beats_fbp_on_held_out_slice():
 
 
 def test_shipped_mri_pdunet_from_kspace_beats_gridding():
-    from medvol.learned import pdunet_reconstruct_kspace
     from medvol.learned.data import mri_slices
+    from medvol.recon.pdunet import pdunet_reconstruct_kspace
     from medvol.metrics import ssim
     from medvol.mri import gridding_recon, nufft_forward
 
@@ -124,7 +130,7 @@ def test_train_pdunet_cli_function(tmp_path):
     app.command()(train_pdunet)
     app.command("noop")(lambda: None)         # keep "train-pdunet" as a named subcommand
     out = tmp_path / "w.safetensors"
-    r = CliRunner().invoke(app, ["train-pdunet", "--steps", "1", "--batch", "1",
+    r = CliRunner().invoke(app, ["train-pdunet", "--data", str(DATA), "--steps", "1", "--batch", "1",
                                  "--run-dir", str(tmp_path / "run"), "--export", str(out)])
     assert r.exit_code == 0, r.output
     assert "finished at step 1" in r.output and out.exists()

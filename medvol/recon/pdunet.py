@@ -1,0 +1,313 @@
+"""PD-UNet / Learned Primal-Dual: inference for CT sinograms and radial MRI k-space, and training.
+
+The networks (:mod:`medvol.models.pdunet`) call ``model(sinogram, A)`` with ``A`` a
+:class:`medvol.kernels.Projector` whose ``fbp`` hook (:attr:`Projector.pinv`) is the Hann FBP
+of :func:`medvol.recon.fbp.fbp` — :func:`pdunet_operator` / :func:`attach_fbp` set it up; no
+second operator class. Weights go through the one learned-model stack
+(:func:`medvol.learned.load_weights`; shipped names ``pdunet_ct_x16``, ``pdunet_mri_x16``,
+``lpd_ct_x16``, ``lpd_mri_x16``), training through :func:`medvol.learned.train_loop`.
+
+Training (:func:`train_pdunet`): L1 loss on images scaled by the p99 constant, Adam (lr 1e-3),
+cosine annealing over the run, gradient-norm clipping at 1 (as in Adler & Öktem),
+rotation/flip augmentation with re-simulated sparse data each step (:mod:`medvol.learned.data`).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import GeometryError, InputError, OutputExistsError, WeightsError
+
+__all__ = ["pdunet_reconstruct", "pdunet_reconstruct_kspace", "kspace_to_model_input",
+           "pdunet_operator", "attach_fbp", "task_operator", "load_pdunet", "default_config",
+           "train_pdunet", "PRETRAINED", "ARCHS"]
+
+log = logging.getLogger("medvol.recon.pdunet")
+
+PRETRAINED = ("pdunet_ct_x16", "pdunet_mri_x16", "lpd_ct_x16", "lpd_mri_x16")
+ARCHS = ("pdunet", "lpd")
+FBP_FILTER = "hann"
+
+
+# --------------------------------------------------------------------------- operator
+def attach_fbp(A, filter: str = FBP_FILTER):
+    """Give the Projector ``A`` its FBP hook (``A.fbp(y)`` = Hann FBP, differentiable w.r.t.
+    ``y``) unless it has one; returns ``A``."""
+    if getattr(A, "pinv", None) is None and hasattr(A, "geometry"):
+        from .fbp import fbp
+
+        A.pinv = functools.partial(fbp, A, filter=filter)
+    return A
+
+
+def pdunet_operator(geometry, image_shape, spacing=(1.0, 1.0), *, backend: str = "torch",
+                    device=None):
+    """The operator PD-UNet/LPD call: a 2D :class:`medvol.kernels.Projector` with the Hann-FBP
+    hook (torch backend by default, as in training)."""
+    from medvol.kernels import Projector
+
+    return attach_fbp(Projector(geometry, tuple(image_shape), tuple(spacing), backend=backend,
+                                device=device, check_finite=False))
+
+
+def task_operator(task):
+    """:func:`pdunet_operator` on a :class:`medvol.learned.data.Task`'s sparse geometry and grid."""
+    return attach_fbp(task.projector())
+
+
+# --------------------------------------------------------------------------- weights
+def load_pdunet(weights: str | os.PathLike = "pdunet_ct_x16", *, device: str = "cpu"):
+    """Load PD-UNet/LPD weights by shipped name or ``.safetensors`` path → ``(model, info)``."""
+    from ..learned.weights import load_weights, shipped_weights
+
+    w = str(weights)
+    if w in PRETRAINED or not w.endswith(".safetensors"):
+        if w not in PRETRAINED:
+            raise WeightsError(f"unknown pretrained model {w!r}; choose one of "
+                               f"{', '.join(PRETRAINED)} or give a .safetensors path")
+        p = shipped_weights(w)
+    else:
+        p = Path(w)
+    model, info = load_weights(p, device=device)
+    if info.arch not in ARCHS:
+        raise WeightsError(f"weights are for {info.arch!r}, not PD-UNet/LPD", path=p,
+                           hint="give pdunet_* / lpd_* weights")
+    return model, info
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(name: str):
+    return load_pdunet(name)
+
+
+def _check_task(info, A, what: str) -> None:
+    task = info.task if isinstance(info.task, dict) else {}
+    n = task.get("image_size")
+    shape = tuple(A.domain_shape)
+    if len(shape) != 2:
+        raise GeometryError(f"{what}: PD-UNet reconstructs 2D slices; got an operator on {shape}")
+    if n and shape != (n, n):
+        log.warning("%s: weights were trained on %dx%d images, operator grid is %s — "
+                    "expect degraded results", what, n, n, shape)
+    name = task.get("name")
+    if name:
+        from ..learned.data import TASKS
+
+        t = TASKS.get(name)
+        if t is not None:
+            g = t.geometry()
+            if (type(g) is not type(A.geometry)
+                    or tuple(g.sino_shape) != tuple(A.geometry.sino_shape)):
+                log.warning("%s: weights were trained for %s %s sinograms (%s), the operator is "
+                            "%s %s — expect degraded results", what, type(g).__name__,
+                            g.sino_shape, name, type(A.geometry).__name__,
+                            tuple(A.geometry.sino_shape))
+
+
+# --------------------------------------------------------------------------- inference
+def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
+    """Reconstruct 2D slices from (sparse) sinograms with a pretrained PD-UNet (or LPD).
+
+    Parameters
+    ----------
+    A : :class:`medvol.kernels.Projector`
+        Operator of the measured (sparse) geometry on a 2D grid, e.g.
+        ``Projector(task.geometry(), (128, 128), (1.953, 1.953))`` for ``pdunet_ct_x16``; its
+        FBP hook is attached if missing (:func:`attach_fbp`).
+    y : torch tensor or ndarray ``(views, n_det)`` or ``(B, views, n_det)``
+        Line integrals (CT: μ·mm with μ in 1/mm).
+    weights : shipped name (``pdunet_ct_x16``, ``pdunet_mri_x16``, ``lpd_ct_x16``,
+        ``lpd_mri_x16``) or a ``.safetensors`` path.
+    batch : slices per forward pass.
+
+    Returns
+    -------
+    ``(ny, nx)`` / ``(B, ny, nx)`` images in the training units (CT: μ in 1/mm), same type
+    (torch/numpy) as ``y``.
+
+    Raises
+    ------
+    WeightsError
+        Missing, corrupted or mismatched weights.
+    GeometryError
+        The sinogram does not fit the operator.
+    """
+    import torch
+
+    model, info = _cached(str(weights))
+    _check_task(info, A, "pdunet_reconstruct")
+    is_np = not isinstance(y, torch.Tensor)
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float32)) if is_np else y.detach().float().cpu()
+    want = tuple(A.geometry.sino_shape)
+    if yt.dim() < 2 or tuple(yt.shape[-2:]) != want:
+        raise GeometryError(f"sinogram shape {tuple(yt.shape)} does not end with the operator's "
+                            f"(views, n_det) = {want}")
+    lead = yt.shape[:-2]
+    flat = yt.reshape(-1, *want)
+    op = attach_fbp(A)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, flat.shape[0], int(batch)):
+            outs.append(model(flat[i:i + int(batch)], op))
+    out = torch.cat(outs).reshape(*lead, *A.domain_shape)
+    return out.numpy() if is_np else out
+
+
+def kspace_to_model_input(kspace, trajectory, *, image_size: int | None = None,
+                          pixel: float = 1.0, backend: str = "torch", device: str | None = None):
+    """Radial k-space → ``(sinogram, Projector)`` for the PD-UNet (Fourier slice theorem).
+
+    ``backend``/``device`` choose the projector (:class:`medvol.kernels.Projector`, FBP hook
+    attached); the shipped MRI weights were trained with ``backend="torch"``."""
+    from ..mri.radial import default_n_det, kspace_to_sinogram, sinogram_geometry
+
+    k = np.asarray(kspace)
+    if k.ndim not in (2, 3) or k.shape[-2:] != (trajectory.n_spokes, trajectory.n_read):
+        raise InputError(f"k-space shape {k.shape} does not match the trajectory "
+                         f"({trajectory.n_spokes} spokes × {trajectory.n_read} samples)")
+    n = int(image_size) if image_size is not None else trajectory.n_read // 2
+    n_det = default_n_det(n, trajectory.n_read)
+    sino = kspace_to_sinogram(k, n_det=n_det, pixel=pixel).astype(np.float32)
+    g = sinogram_geometry(trajectory, n_det, pixel)
+    return sino, pdunet_operator(g, (n, n), (pixel, pixel), backend=backend, device=device)
+
+
+def pdunet_reconstruct_kspace(kspace, trajectory, *, weights: str = "pdunet_mri_x16",
+                              image_size: int | None = None, pixel: float = 1.0) -> np.ndarray:
+    """Reconstruct from undersampled radial k-space ``(spokes, n_read)`` (or ``(B, …)``).
+
+    The k-space is turned into a magnitude sinogram (:func:`medvol.mri.kspace_to_sinogram`) on
+    the ParallelBeam2D geometry of the spoke angles, then reconstructed by
+    :func:`pdunet_reconstruct`. ``image_size`` defaults to ``n_read // 2`` (2× oversampled
+    readout). The shipped ``pdunet_mri_x16`` expects 16 uniform spokes over π (every 16th of
+    256) with 256 readout samples and images normalised to max 1.
+    """
+    sino, A = kspace_to_model_input(kspace, trajectory, image_size=image_size, pixel=pixel)
+    return pdunet_reconstruct(A, sino, weights=weights)
+
+
+# --------------------------------------------------------------------------- training
+def default_config(arch: str, size: str = "small") -> dict:
+    """Model config: ``size="paper"`` (UNet width 32, depth 4) or ``"small"`` (width 16, depth 4;
+    the shipped CPU-trained weights). LPD: Adler & Öktem's 10 iterations, width 32."""
+    if arch == "pdunet":
+        if size not in ("small", "paper"):
+            raise InputError(f"unknown size {size!r}; use small or paper")
+        return dict(width=32 if size == "paper" else 16, depth=4, n_primal=4, n_dual=5,
+                    n_iter=2, dual_width=32)
+    if arch == "lpd":
+        return dict(n_iter=10, n_primal=5, n_dual=5, width=32)
+    raise InputError(f"unknown architecture {arch!r}; use 'pdunet' or 'lpd'")
+
+
+def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
+                 data: str | os.PathLike | None = None, steps: int = 1500, batch: int = 4,
+                 lr: float = 1e-3, size: str = "small", config: dict | None = None,
+                 seed: int = 1701, run_dir: str | os.PathLike | None = None,
+                 time_limit_s: float | None = None, threads: int = 1, log_every: int = 25,
+                 checkpoint_every: int = 100, export: str | os.PathLike | None = None,
+                 overwrite: bool = False, images: list | None = None,
+                 progress: bool | Callable[[str], None] = True):
+    """Train (or resume) PD-UNet or the LPD baseline on a ×16 task — the job behind
+    ``medvol train pdunet`` and the ``medvol-train-pdunet`` flow.
+
+    Parameters
+    ----------
+    task : ``"ct_x16"`` (fan-beam CT, 23 of 360 views) | ``"mri_x16"`` (radial MRI, 16 of 256
+        spokes).
+    arch : ``"pdunet"`` | ``"lpd"``.
+    data : training-data root (else ``$MEDVOL_DATA``); ``ct_x16`` reads
+        ``dicom/ct_head_ge_tilt/*.dcm``, ``mri_x16`` reads ``mri/stroke/{T1,T2,FLAIR}.nii.gz``.
+        Not needed when ``images`` is given.
+    steps : total optimiser steps (also the cosine period). batch : slices per step.
+    size : ``small`` (width 16, the shipped weights) | ``paper`` (width 32); ``config``
+        overrides it with a full config dict.
+    run_dir : checkpoint folder (default ``.cache/pdunet/<arch>_<task>``); rerunning resumes.
+    time_limit_s : stop (checkpointed) after this many seconds.
+    export : write the weights here (``.safetensors``) when the call ends.
+    images : training slices ``(N, N)`` instead of the task's real data.
+
+    Returns
+    -------
+    :class:`medvol.learned.TrainResult` (``extra``: ``image_scale``, ``export``, ``loss_curve``).
+    """
+    import torch
+
+    from ..learned.data import get_task, image_scale, make_batch, task_images
+    from ..learned.registry import build_model, config_to_dict
+    from ..learned.trainer import save_loss_curve, train_loop
+    from ..learned.weights import save_weights
+    from ..models.pdunet import LPD_NORM_ITERS
+
+    t_task = get_task(task)
+    if arch not in ARCHS:
+        raise InputError(f"unknown architecture {arch!r}; use 'pdunet' or 'lpd'")
+    if export is not None:
+        export = Path(export)
+        if export.suffix != ".safetensors":
+            raise InputError(f"--export {export}: weights are written as .safetensors only")
+        if export.exists() and not overwrite:
+            raise OutputExistsError("weights file exists", path=export,
+                                    hint="pass --overwrite or choose another path")
+    if int(steps) < 1 or int(batch) < 1:
+        raise InputError(f"steps and batch must be >= 1 (got {steps}, {batch})")
+    torch.set_num_threads(int(threads))
+    if images is not None:
+        imgs = [np.asarray(im, dtype=np.float32) for im in images]
+        if not imgs or any(im.shape != (t_task.image_size,) * 2 for im in imgs):
+            raise InputError(f"images must be a non-empty list of {t_task.image_size}² slices")
+    else:
+        imgs = task_images(t_task, "train", data=data)
+    scale = image_scale(imgs)
+    run = Path(run_dir) if run_dir is not None else Path(".cache") / "pdunet" / f"{arch}_{task}"
+    torch.manual_seed(int(seed))
+    model, cfg = build_model(arch, config if config is not None else default_config(arch, size))
+    with torch.no_grad():
+        model.image_scale.fill_(scale)
+    opt = torch.optim.Adam(model.parameters(), lr=float(lr))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
+    op = task_operator(t_task)
+    if arch == "lpd":
+        op.norm(n_iter=LPD_NORM_ITERS)
+
+    def step_fn(step: int, rng: np.random.Generator) -> dict:
+        # the batch depends only on (seed, step), as in the runs that made the shipped weights
+        y, gt = make_batch(t_task, imgs, np.random.default_rng([int(seed), step]), int(batch), op)
+        y_t, gt_t = torch.from_numpy(y), torch.from_numpy(gt)
+        x0 = None
+        if arch == "pdunet":
+            with torch.no_grad():
+                x0 = op.fbp(y_t)
+        pred = model(y_t, op, x0)
+        return {"loss": torch.nn.functional.l1_loss(pred / scale, gt_t / scale)}
+
+    run_config = dict(task=t_task.to_dict(), arch=arch, config=config_to_dict(cfg),
+                      steps=int(steps), batch=int(batch), lr=float(lr), seed=int(seed),
+                      image_scale=scale, n_train_slices=len(imgs))
+    res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
+                     steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
+                     time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
+                     progress=progress, config=run_config)
+    curve = save_loss_curve(res.history, run / "loss_curve.png", keys=("loss",),
+                            title=f"{arch} {task}: L1 (image / p99)", smooth=int(log_every),
+                            log_y=True)
+    res.extra.update(image_scale=scale, loss_curve=str(curve), export=None)
+    if export is not None and res.steps_done > 0:
+        last = res.history[-min(len(res.history), int(log_every)):]
+        save_weights(export, model.eval(), arch=arch, config=cfg, task=t_task.to_dict(),
+                     data={"task": task, "split": "train", "n_train_slices": len(imgs),
+                           "read": list(t_task.data_needs) if images is None else "images"},
+                     metrics={"final_l1": float(np.mean([h["loss"] for h in last]))},
+                     extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
+                                seed=int(seed), image_scale=scale,
+                                train_seconds=round(res.train_s, 1), finished=res.finished),
+                     overwrite=overwrite)
+        res.extra["export"] = str(export)
+        if progress:
+            (print if progress is True else progress)(f"exported {export}")
+    return res

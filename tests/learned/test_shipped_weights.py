@@ -1,0 +1,78 @@
+"""Every shipped weights file loads through the one loader and predicts exactly what it did
+through the loaders it replaced.
+
+``shipped_reference.json`` holds the outputs of the old per-model loaders (``medvol.learned``'s
+PD-UNet loader with ``TomoOperator``; ``medvol.registration.learned.load_model``) at commit
+98515b5 on fixed inputs (a Shepp–Logan slice through the task's sparse geometry; two Gaussian
+blobs on the 64×80×64 registration grid): sum, absolute sum and seven values of each output.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medvol.learned.weights import load_weights, read_weights_info, shipped_weights  # noqa: E402
+
+REF = json.loads((Path(__file__).parent / "shipped_reference.json").read_text())
+SINO = [n for n in REF if n.startswith(("pdunet", "lpd"))]
+REG = [n for n in REF if n.startswith(("micdir", "voxelmorph"))]
+
+
+def _compare(name, out):
+    ref = REF[name]
+    a = np.asarray(out, dtype=np.float64)
+    assert list(a.shape) == ref["shape"]
+    flat = a.ravel()
+    np.testing.assert_allclose(flat[ref["idx"]], ref["values"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat.sum(), ref["sum"], rtol=1e-5)
+    np.testing.assert_allclose(np.abs(flat).sum(), ref["abs_sum"], rtol=1e-5)
+
+
+def test_every_shipped_file_is_covered():
+    from medvol.learned.weights import shipped_weights_names
+
+    assert sorted(shipped_weights_names()) == sorted(REF)
+
+
+@pytest.mark.parametrize("name", SINO)
+def test_pdunet_lpd_shipped_outputs_unchanged(name):
+    pytest.importorskip("finufft")
+    from medvol.learned.data import get_task
+    from medvol.phantoms import shepp_logan_2d
+    from medvol.recon.pdunet import pdunet_reconstruct, task_operator
+
+    info = read_weights_info(shipped_weights(name))
+    assert info.arch in ("pdunet", "lpd") and info.task["sparsity"] == 16
+    task = get_task(info.task["name"])
+    img = shepp_logan_2d(128).astype(np.float32)
+    img = img / img.max() * (0.02 if task.modality == "ct" else 1.0)
+    op = task_operator(task)
+    y = np.asarray(op(img[None]), dtype=np.float32)
+    _compare(name, pdunet_reconstruct(op, y, weights=name))
+
+
+def _blobs():
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in (64, 80, 64)], indexing="ij")
+    f = np.exp(-((z / 0.5) ** 2 + (y / 0.6) ** 2 + (x / 0.5) ** 2)).astype(np.float32)
+    m = np.exp(-(((z - 0.1) / 0.5) ** 2 + ((y + 0.05) / 0.55) ** 2
+                 + ((x - 0.08) / 0.5) ** 2)).astype(np.float32)
+    return f, m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REG)
+def test_registration_shipped_outputs_unchanged(name):
+    pytest.importorskip("monai")
+    from medvol.registration.learned import run_net
+
+    arch = name.split("_")[0]
+    model, info = load_weights(shipped_weights(name), arch=arch)
+    assert info.task["grid_shape"] == [64, 80, 64] and info.task["modality"] == name.split("_")[1]
+    f, m = _blobs()
+    ddf, _ = run_net(model, f, m)
+    _compare(name, ddf)
