@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["DEFAULT_WEIGHTS", "DiffusionPrior", "load_prior", "dds", "mbir", "parallel_operator",
+           "unconditional_samples",
            "run_dds", "run_mbir", "diffusion_task"]
 
 DEFAULT_WEIGHTS = "diffusion_ct"
@@ -215,6 +216,28 @@ def mbir(A, y, prior: DiffusionPrior, *, steps: int = 100, snr: float = 0.16, n_
     if final_dc:
         u = final_data_consistency(A, y, u)
     return u
+
+
+def unconditional_samples(prior: DiffusionPrior, n: int = 8, size: int = 64, *, steps: int = 50,
+                          eta: float = 0.0, seed: int = 0):
+    """``n`` unconditional ``size``² samples in [0, 1] (DDIM, ``steps`` steps) — a sanity
+    figure of what the prior has learned."""
+    import torch
+
+    g = torch.Generator().manual_seed(int(seed))
+    abar = prior.abar
+    ts = _schedule(len(abar), steps)
+    x = torch.randn(n, size, size, generator=g)
+    x0 = x
+    for i, t in enumerate(ts):
+        a = float(abar[t])
+        e = prior.eps(x, t)
+        x0 = ((x - math.sqrt(1 - a) * e) / math.sqrt(a)).clamp(-1.0, 1.0)
+        if i + 1 < len(ts):
+            ap = float(abar[ts[i + 1]])
+            z = torch.randn(x.shape, generator=g)
+            x = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * (eta * z + math.sqrt(1 - eta ** 2) * e)
+    return (x0 + 1.0) * 0.5
 
 
 def parallel_operator(shape_zyx, spacing_zyx, n_views: int, *, backend: str = "torch",

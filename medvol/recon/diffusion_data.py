@@ -189,24 +189,58 @@ def train_diffusion(data=None, *, runs: Path, steps: int = 4000, batch: int = 8,
                      checkpoint_every=ckpt_every, time_limit_s=time_limit_s, log_every=50,
                      grad_clip=1.0, progress=progress, config=run_cfg)
     if export is not None:
-        from ..learned.weights import save_weights
-
-        export = Path(export)
-        export.mkdir(parents=True, exist_ok=True)
-        val = load_training_slices(data, split="val")
-        table = denoise_psnr_table(model, cfg, val, seed=seed)
-        save_weights(export / "diffusion_ct.safetensors", model, arch="diffusion", config=cfg,
-                     task="ct-slice-prior",
-                     data={"sources": list(SOURCES), "held_out": HELD_OUT, "pixel_mm": PIXEL_MM,
-                           "hu_window": list(HU_WINDOW), "n_train_slices": len(slices),
-                           "val": "every 10th TCGA-LUAD slice (10)"},
-                     metrics={"denoise_psnr_val": table},
-                     extra={"steps": res.steps_done, "train_s": round(res.train_s, 1),
-                            "batch": batch, "crop": crop, "lr": lr},
-                     overwrite=True)
-        save_loss_curve(res.history, export / "diffusion_ct_loss.png",
-                        title="diffusion prior ε-MSE")
+        export_run(run_dir, export, data=data, history=res.history, train_s=res.train_s)
     return res
+
+
+def steps_done(run_dir) -> int:
+    """Steps of the checkpoint in ``run_dir`` (0 when there is none)."""
+    from ..learned.trainer import read_checkpoint_info
+
+    info = read_checkpoint_info(run_dir)
+    return int(info["step"]) if info else 0
+
+
+def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Path:
+    """Write ``diffusion_ct.safetensors`` (weights + data/split/steps/metrics metadata) and
+    ``diffusion_ct_loss.png`` from the checkpoint in ``run_dir`` into the folder ``export``."""
+    import json
+
+    from ..learned.registry import build_model
+    from ..learned.trainer import read_checkpoint_info, save_loss_curve
+    from ..learned.weights import read_safetensors, save_weights
+
+    run_dir, export = Path(run_dir), Path(export)
+    info = read_checkpoint_info(run_dir)
+    if info is None:
+        raise InputError(f"no training checkpoint in {run_dir}")
+    cfg_run = info["config"]
+    model, cfg = build_model("diffusion", cfg_run["model"])
+    _, tensors = read_safetensors(run_dir / "checkpoint.safetensors")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                           if k.startswith("model.")})
+    export.mkdir(parents=True, exist_ok=True)
+    val = load_training_slices(data, split="val")
+    table = denoise_psnr_table(model, cfg, val, seed=0)
+    history = history if history is not None else info.get("history", [])
+    train_s = train_s if train_s is not None else info.get("train_seconds", 0.0)
+    n_train = cfg_run.get("n_slices")
+    out = save_weights(export / "diffusion_ct.safetensors", model, arch="diffusion", config=cfg,
+                       task="ct-slice-prior",
+                       data={"sources": list(SOURCES), "held_out": HELD_OUT,
+                             "pixel_mm": PIXEL_MM, "hu_window": list(HU_WINDOW),
+                             "n_train_slices": n_train,
+                             "val": "every 10th TCGA-LUAD slice by file name (10), not trained on"},
+                       metrics={"denoise_psnr_val": table},
+                       extra={"steps": int(info["step"]), "train_s": round(float(train_s), 1),
+                              "batch": cfg_run.get("batch"), "crop": cfg_run.get("crop"),
+                              "lr": cfg_run.get("lr")},
+                       overwrite=True)
+    if history:
+        save_loss_curve(history, export / "diffusion_ct_loss.png", title="diffusion prior ε-MSE")
+    (export / "diffusion_ct_metrics.json").write_text(json.dumps(
+        {"step": int(info["step"]), "train_s": train_s, "denoise_psnr_val": table}, indent=1))
+    return out
 
 
 def denoise_psnr_table(model, cfg, slices: list[np.ndarray], *, seed: int = 0,
