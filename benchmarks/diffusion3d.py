@@ -106,7 +106,7 @@ def _in_child(fn):
     return res
 
 
-def methods(weights: str | None, params: dict):
+def methods(weights: str | None, params: dict, P):
     import torch
 
     from medvol.recon.admm_tv import admm_tv
@@ -114,7 +114,7 @@ def methods(weights: str | None, params: dict):
     from medvol.recon.fbp import fbp
 
     def run_fbp(A, y):
-        return fbp(A.A, y, filter="hann")
+        return fbp(P, y, filter="hann")
 
     def run_tv(A, y):
         return admm_tv(A, y, lam=params["tv_lam"], rho=params["tv_rho"], n_outer=30, n_cg=10,
@@ -133,9 +133,18 @@ def methods(weights: str | None, params: dict):
 
 
 def operator(vol, views):
+    """Explicit-matrix form of medvol's 2D parallel projector (slices as a batch)."""
     from medvol.recon.diffusion import parallel_operator
 
     return parallel_operator(vol.shape, (3.0, 3.0, 3.0), views, chunk=32)
+
+
+def projector(vol, views):
+    from medvol.kernels import Projector
+    from medvol.simulate import default_parallel_geometry
+
+    g = default_parallel_geometry(vol.shape[1:], (3.0, 3.0), n_views=views)
+    return Projector(g, vol.shape[1:], (3.0, 3.0), backend="torch", device="cpu")
 
 
 def tune(data: Path, weights, views: int, params: dict) -> dict:
@@ -202,7 +211,7 @@ def main(argv=None) -> int:
     for views in args.views:
         A = operator(vol, views)
         y = A(torch.from_numpy(vol))
-        for name, fn in methods(args.weights, params).items():
+        for name, fn in methods(args.weights, params, projector(vol, views)).items():
             if name.split()[0] in args.skip:
                 continue
             x, wall, rss = _in_child(lambda: fn(A, y))

@@ -257,7 +257,25 @@ def parallel_operator(shape_zyx, spacing_zyx, n_views: int, *, backend: str = "t
         g = default_parallel_geometry((nz, ny, nx), (sz, sy, sx), n_views=n_views)
         return Projector(g, (nz, ny, nx), (sz, sy, sx), backend="astra", device=device)
     g = default_parallel_geometry((ny, nx), (sy, sx), n_views=n_views)
-    return SliceChunked(Projector(g, (ny, nx), (sy, sx), backend=backend, device=device), chunk)
+    return fast_slice_operator(Projector(g, (ny, nx), (sy, sx), backend=backend, device=device),
+                               chunk)
+
+
+def fast_slice_operator(A, chunk: int = 16, max_bytes: int = 256 << 20):
+    """The fastest exact form of a 2D slice operator on the CPU: its explicit matrix
+    (:class:`~medvol.recon.admm_tv.MatrixSliceOperator`) when that fits in ``max_bytes``,
+    else the projector in chunks of ``chunk`` slices. Other operators pass through."""
+    import math
+
+    from ..kernels import Projector
+    from .admm_tv import MatrixSliceOperator, SliceChunked
+
+    if not isinstance(A, Projector) or A.ndim != 2:
+        return A
+    on_cpu = A.device is None or A.device.type == "cpu"
+    if on_cpu and 4 * math.prod(A.domain_shape) * math.prod(A.range_shape) <= max_bytes:
+        return MatrixSliceOperator(A)
+    return SliceChunked(A, chunk)
 
 
 # ------------------------------------------------------------------ recon registry entries
@@ -274,6 +292,7 @@ def _run(sampler, A, y, *, weights, progress, n_iter=None, **_):
     s = _mu_scale()
     dev = y.device if y.device.type != "cpu" else None
     prior = load_prior(weights, device=dev)
+    A = fast_slice_operator(A)
     kw = {"steps": int(n_iter)} if n_iter else {}
     u = sampler(A, y / s, prior, progress=progress, **kw)
     return u * s

@@ -147,3 +147,20 @@ def test_final_data_consistency_lowers_residual_on_projector():
     full = Projector(g, (n, n), (1.0, 1.0), backend="torch", device="cpu")
     assert torch.allclose(A(x), full(x), atol=1e-5)
     assert torch.allclose(A.T(y), full.T(y), atol=1e-4)
+
+
+def test_matrix_slice_operator_equals_projector():
+    from medvol.kernels import Projector
+    from medvol.recon.admm_tv import MatrixSliceOperator
+    from medvol.simulate import default_parallel_geometry
+
+    n = 16
+    g = default_parallel_geometry((n, n), (2.0, 2.0), n_views=5)
+    P = Projector(g, (n, n), (2.0, 2.0), backend="torch", device="cpu")
+    M = MatrixSliceOperator(P, batch=13)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, n, n, generator=gen)
+    y = torch.rand(3, *P.range_shape, generator=gen)
+    assert torch.allclose(M(x), P(x), rtol=1e-4, atol=1e-4 * float(P(x).abs().max()))
+    assert torch.allclose(M.T(y), P.T(y), rtol=1e-4, atol=1e-4 * float(P.T(y).abs().max()))
+    assert abs(M.norm() - P.norm(n_iter=200)) < 1e-3 * M.norm()
