@@ -83,7 +83,7 @@ def plane_scores(x: np.ndarray, ref: np.ndarray) -> dict:
 
 
 def _in_child(fn):
-    """Run ``fn()`` in a forked child; return (result ndarray, wall s, peak RSS MiB)."""
+    """Run ``fn()`` in a forked child; return (result ndarray, wall s, peak RSS MiB, CPU s)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
@@ -96,8 +96,8 @@ def _in_child(fn):
         t0 = time.perf_counter()
         r = fn()
         wall = time.perf_counter() - t0
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        q.put((np.asarray(r, np.float32), wall, rss))
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        q.put((np.asarray(r, np.float32), wall, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime))
 
     p = ctx.Process(target=target)
     p.start()
@@ -187,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--views", type=int, nargs="+", default=[8, 4])
     ap.add_argument("--mbir-steps", type=int, default=50)
     ap.add_argument("--skip", nargs="*", default=[], help="method names to skip")
+    ap.add_argument("--only", nargs="*", default=[], help="run only these methods (FBP, ADMM-TV, "
+                    "DDS, DiffusionMBIR)")
     ap.add_argument("--tune", action="store_true", help="choose λ/ρ on the training volume")
     ap.add_argument("--params", type=Path, default=None, help="JSON of tuned parameters")
     ap.add_argument("--json", type=Path, default=None)
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     params = {"tv_lam": 1e-3, "tv_rho": 1e-2, "dds_rho": 0.05, "dds_lam": 0.001,
               "mbir_rho": 0.05, "mbir_lam": 0.001, "mbir_steps": args.mbir_steps}
-    if args.params and args.params.exists():
+    if args.params:
         params.update(json.loads(args.params.read_text()))
         params["mbir_steps"] = args.mbir_steps
     if args.tune:
@@ -212,18 +214,18 @@ def main(argv=None) -> int:
         A = operator(vol, views)
         y = A(torch.from_numpy(vol))
         for name, fn in methods(args.weights, params, projector(vol, views)).items():
-            if name.split()[0] in args.skip:
+            if name.split()[0] in args.skip or (args.only and name.split()[0] not in args.only):
                 continue
-            x, wall, rss = _in_child(lambda: fn(A, y))
+            x, wall, rss, cpu = _in_child(lambda: fn(A, y))
             s = plane_scores(x, vol)
             recons[(views, name)] = x
-            row = {"views": views, "method": name, "wall_s": round(wall, 1),
+            row = {"views": views, "method": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                    "peak_rss_mib": round(rss), **{k: [round(v[0], 2), round(v[1], 4)]
                                                  for k, v in s.items()}}
             results.append(row)
             print(f"{views} views  {name:20s} " + "  ".join(
                 f"{k} {v[0]:.2f} dB / {v[1]:.3f}" for k, v in s.items())
-                + f"   {wall:.1f} s  {rss:.0f} MiB", flush=True)
+                + f"   {wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB", flush=True)
     timing = None
     if args.timing128:
         from medvol.recon.diffusion import dds, load_prior
@@ -232,9 +234,9 @@ def main(argv=None) -> int:
         big[:, 32:96, 32:96] = vol
         A = operator(big, 8)
         y = A(torch.from_numpy(big))
-        _, wall, rss = _in_child(lambda: dds(A, y, load_prior(args.weights, chunk=32), steps=50,
+        _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights, chunk=32), steps=50,
                                              rho=params["dds_rho"], lam=params["dds_lam"]))
-        timing = {"shape": [32, 128, 128], "views": 8, "wall_s": round(wall, 1),
+        timing = {"shape": [32, 128, 128], "views": 8, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                   "peak_rss_mib": round(rss)}
         print(f"DDS 128x128x32, 8 views: {wall:.1f} s, {rss:.0f} MiB", flush=True)
     if args.json:

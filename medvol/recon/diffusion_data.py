@@ -109,7 +109,7 @@ def load_training_slices(data=None, *, split: str = "train") -> list[np.ndarray]
             is_val = src == "ct/tcga_luad_slices" and i % 10 == 0
             if split == "all" or (split == "val") == is_val:
                 slices.append(img)
-    if not slices:
+    if not slices and split != "val":
         raise InputError(f"no readable training slices under {root}")
     return slices
 
@@ -221,6 +221,9 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                            if k.startswith("model.")})
     export.mkdir(parents=True, exist_ok=True)
     val = load_training_slices(data, split="val")
+    val_note = "every 10th TCGA-LUAD slice by file name (10), not trained on"
+    if not val:
+        val, val_note = load_training_slices(data, split="train")[:8], "no TCGA-LUAD: 8 training slices"
     table = denoise_psnr_table(model, cfg, val, seed=0)
     history = history if history is not None else info.get("history", [])
     train_s = train_s if train_s is not None else info.get("train_seconds", 0.0)
@@ -230,7 +233,7 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                        data={"sources": list(SOURCES), "held_out": HELD_OUT,
                              "pixel_mm": PIXEL_MM, "hu_window": list(HU_WINDOW),
                              "n_train_slices": n_train,
-                             "val": "every 10th TCGA-LUAD slice by file name (10), not trained on"},
+                             "val": val_note},
                        metrics={"denoise_psnr_val": table},
                        extra={"steps": int(info["step"]), "train_s": round(float(train_s), 1),
                               "batch": cfg_run.get("batch"), "crop": cfg_run.get("crop"),
@@ -238,9 +241,27 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                        overwrite=True)
     if history:
         save_loss_curve(history, export / "diffusion_ct_loss.png", title="diffusion prior ε-MSE")
+    save_samples_png(model, cfg, export / "diffusion_ct_samples.png")
     (export / "diffusion_ct_metrics.json").write_text(json.dumps(
         {"step": int(info["step"]), "train_s": train_s, "denoise_psnr_val": table}, indent=1))
     return out
+
+
+def save_samples_png(model, cfg, path, *, n: int = 8, size: int = 64, steps: int = 50,
+                     seed: int = 0) -> Path:
+    """Unconditional DDIM samples (η = 0) of the prior as one Pillow PNG row (2× zoom)."""
+    import torch
+    from PIL import Image
+
+    from ..models.diffusion import alphas_cumprod
+    from .diffusion import DiffusionPrior, unconditional_samples
+
+    prior = DiffusionPrior(model.eval(), cfg, alphas_cumprod(cfg), torch.device("cpu"), 16)
+    x = unconditional_samples(prior, n, size, steps=steps, seed=seed).numpy()
+    row = (np.concatenate(list(np.clip(x, 0, 1)), 1) * 255).astype(np.uint8)
+    img = Image.fromarray(row).resize((row.shape[1] * 2, row.shape[0] * 2), Image.NEAREST)
+    img.save(path)
+    return Path(path)
 
 
 def denoise_psnr_table(model, cfg, slices: list[np.ndarray], *, seed: int = 0,
