@@ -129,3 +129,23 @@ def test_dds_runs_on_cuda(prior, problem):  # pragma: no cover - no GPU here
     x = dds(Ag, y.cuda(), pg, steps=3, seed=0)
     assert x.is_cuda and x.shape == vol.shape
     assert float((Ag(x) - y.cuda()).norm() / y.norm()) < 0.5
+
+
+def test_shipped_prior_output_unchanged():
+    """The shipped diffusion_ct weights predict the recorded ε̂ on a fixed input
+    (tests/learned/shipped_reference.json)."""
+    import json
+    from pathlib import Path
+
+    from medvol.learned.weights import load_weights, shipped_weights
+
+    ref = json.loads((Path(__file__).parents[1] / "learned" / "shipped_reference.json")
+                     .read_text())["diffusion_ct"]
+    m, info = load_weights(shipped_weights("diffusion_ct"), arch="diffusion")
+    assert info.data["held_out"].endswith("chest_cta.nii.gz")
+    x = torch.from_numpy(np.sin(np.arange(64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
+                                * 0.01)).float()
+    with torch.no_grad():
+        out = m.eval()(x, timesteps=torch.tensor([500])).numpy().astype(np.float64).ravel()
+    np.testing.assert_allclose(out[ref["idx"]], ref["values"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.sum(), ref["sum"], rtol=1e-4, atol=1e-3)
