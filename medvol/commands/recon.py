@@ -59,7 +59,8 @@ def recon(
     views: int = typer.Option(16, help="Sparse-view factor: keep every K-th view."),
     full_views: int = typer.Option(360, help="Views of the full acquisition (volume input)."),
     filter: str = typer.Option("hann", help="FBP filter: ram-lak | shepp-logan | cosine | hann."),
-    n_iter: Optional[int] = typer.Option(None, help="Iterations (default: sirt 200, cgls 30, tv 300)."),
+    n_iter: Optional[int] = typer.Option(None, help="Iterations (default: sirt 200, cgls 30, tv 300; "
+                                         "dds: DDIM steps, 50; mbir: PC steps, 100)."),
     lam: Optional[float] = typer.Option(None, help="TV weight relative to the data scale (default 0.02)."),
     noise_i0: Optional[float] = typer.Option(None, "--noise-i0", help="Photons/ray for Poisson noise."),
     slices: Optional[str] = typer.Option(None, help="Axial slices START:STOP[:STEP] (volume input)."),

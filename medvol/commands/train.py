@@ -11,7 +11,8 @@ import typer
 
 DATA_HELP = ("Training-data root (default: $MEDVOL_DATA). Layout: "
              "DIR/dicom/ct_head_ge_tilt/*.dcm (pdunet --task ct_x16), "
-             "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz (pdunet --task mri_x16; micdir).")
+             "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz (pdunet --task mri_x16; micdir), "
+             "DIR/ct/{tcga_luad_slices,totalseg} (diffusion).")
 
 app = typer.Typer(help="Train learned models with resumable checkpoints.\n\n"
                   "Training data come from --data DIR (default: $MEDVOL_DATA), laid out as\n\n"
@@ -28,6 +29,15 @@ def _register_pdunet() -> None:
 
 
 _register_pdunet()
+
+
+def _register_diffusion() -> None:
+    from .train_diffusion import train_diffusion
+
+    app.command("diffusion")(train_diffusion)
+
+
+_register_diffusion()
 
 
 @app.command("micdir")

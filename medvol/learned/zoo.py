@@ -38,6 +38,12 @@ def _voxelmorph(cfg):
     return VoxelMorphNet(cfg)
 
 
+def _diffusion(cfg):
+    from medvol.models.diffusion import build_diffusion_unet
+
+    return build_diffusion_unet(cfg)
+
+
 def _register() -> None:
     from medvol.models.micdir import MICDIRConfig
     from medvol.models.pdunet import LPDConfig, PDUNetConfig
@@ -51,6 +57,11 @@ def _register() -> None:
                    description="MICDIR deformable registration (Chatterjee et al. 2022)")
     register_model("voxelmorph", config_cls=VoxelMorphConfig, builder=_voxelmorph,
                    task="registration", description="VoxelMorph (MONAI) registration baseline")
+    from medvol.models.diffusion import DiffusionConfig
+
+    register_model("diffusion", config_cls=DiffusionConfig, builder=_diffusion,
+                   task="ct-slice-prior", description="VP/DDPM ε-network on 2D CT slices "
+                   "(MONAI DiffusionModelUNet), prior of DDS / DiffusionMBIR")
 
 
 _register()

@@ -186,6 +186,14 @@ register_method("tv", _tv, uses_lambda=True,
 register_method("pdunet", _pdunet, learned=True, default_weights="pdunet_ct_x16",
                 task=_pdunet_task,
                 description="PD-UNet / Learned Primal-Dual with shipped or given weights")
+register_method("dds", "medvol.recon.diffusion:run_dds", learned=True,
+                default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
+                description="DDS: 2D diffusion prior + ADMM/CG TV-z data consistency, 50 DDIM "
+                "steps by default (--n-iter)")
+register_method("mbir", "medvol.recon.diffusion:run_mbir", learned=True,
+                default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
+                description="DiffusionMBIR-style PC sampling (VP prior, 100 steps by default) "
+                "+ ADMM/CG TV-z after every step")
 
 
 def method_help() -> str:
