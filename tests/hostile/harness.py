@@ -32,31 +32,43 @@ class Run:
 
 
 _LAUNCHER = (
-    "import os, resource, signal, sys\n"
-    "mem, fsize = int(sys.argv[1]), int(sys.argv[2])\n"
+    "import ctypes, os, resource, signal, sys\n"
+    "mem, fsize, perms = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == '1'\n"
     "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
     "if fsize >= 0:\n"
     "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
     "    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))\n"
+    "if perms:\n"
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    for cap in (1, 2):\n"   # PR_CAPBSET_DROP CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    "        if libc.prctl(24, cap, 0, 0, 0) != 0:\n"
+    "            sys.exit('cannot drop CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH')\n"
     "os.execv(sys.executable, [sys.executable, '-c', 'from medvol.cli import run; run()']"
-    " + sys.argv[3:])\n")
+    " + sys.argv[4:])\n")
 
 
-def medvol_cmd(mem: int = MEMORY_LIMIT, fsize: int | None = None) -> list[str]:
+def medvol_cmd(mem: int = MEMORY_LIMIT, fsize: int | None = None,
+               file_permissions: bool = False) -> list[str]:
     """A small launcher sets the limits, then execs ``medvol``: no ``preexec_fn``, so the child
-    is spawned (not forked from the big test process) and its peak RSS is its own."""
-    return [sys.executable, "-c", _LAUNCHER, str(mem), str(-1 if fsize is None else fsize)]
+    is spawned (not forked from the big test process) and its peak RSS is its own.
+
+    ``file_permissions``: make file permissions apply even to root, by dropping
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the capability bounding set before the exec
+    (the child keeps its uid, so it still reads its own Python and checkout)."""
+    return [sys.executable, "-c", _LAUNCHER, str(mem), str(-1 if fsize is None else fsize),
+            "1" if file_permissions else "0"]
 
 
 def run_cli(args: list[str], *, cwd: str | None = None, env: dict | None = None,
             timeout: float = TIME_LIMIT, mem: int = MEMORY_LIMIT,
-            fsize: int | None = None, on_start=None) -> Run:
+            fsize: int | None = None, on_start=None, file_permissions: bool = False) -> Run:
     full_env = {**os.environ, "MEDVOL_DEBUG": "", "PYTHONWARNINGS": "ignore",
                 "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "COLUMNS": "200",
                 **(env or {})}
     full_env.pop("MEDVOL_DEBUG")
     t0 = time.perf_counter()
-    p = subprocess.Popen(medvol_cmd(mem, fsize) + [str(a) for a in args], cwd=cwd,
+    p = subprocess.Popen(medvol_cmd(mem, fsize, file_permissions) + [str(a) for a in args],
+                         cwd=cwd,
                          env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
     if on_start is not None:
