@@ -48,11 +48,8 @@ def main() -> None:
     logging.getLogger("medvol.io.dicom").setLevel(logging.ERROR)
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
     cases = []
-    for cand in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
-        ge = cand / "dicom" / "ct_head_ge_tilt"
-        if ge.is_dir():
-            cases.append(("GE head CT, 28×512², tilt 18.5°", ge))
-            break
+    ge = REPO / "sample_data" / "dicom" / "ct_head_ge_tilt"      # bundled
+    cases.append(("GE head CT, 28×512², tilt 18.5°", ge))
     ct5n = get_testdata_file("dicomdirtests/DICOMDIR")
     if ct5n:
         cases.append(("pydicom CT5N, 5×16², regular", Path(ct5n).parent / "98892001" / "CT5N"))

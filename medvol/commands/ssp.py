@@ -35,7 +35,7 @@ def train(
 ) -> None:
     """Train a SparseSSP (or fnet-style) model; resumable from --run-dir.
 
-    Example: medvol ssp train --data ../shared/data --ratio 4 --steps 1000 --export r4.safetensors
+    Example: medvol ssp train --data DATA_DIR --ratio 4 --steps 1000 --export r4.safetensors
     """
     from ..errors import InputError
     from ..ssp.train import run_training
