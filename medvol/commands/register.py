@@ -24,7 +24,7 @@ def register(
     fixed: Path = typer.Argument(..., help="Fixed (reference) volume: .nrrd/.nii.gz/.mha."),
     moving: Path = typer.Argument(..., help="Moving volume, resampled onto the fixed grid."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (created atomically)."),
-    method: str = typer.Option("micdir", help="micdir | voxelmorph | bspline | affine"),
+    method: str = typer.Option("micdir", help="micdir | voxelmorph | bspline | demons | affine"),
     modality: str = typer.Option("intra", help="intra (same contrast) | inter (e.g. T1 vs T2)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label map of the MOVING image."),
     fixed_labels: Optional[Path] = typer.Option(None, "--fixed-labels",
@@ -36,6 +36,12 @@ def register(
     seed: int = typer.Option(0, min=0, help="Metric-sampling seed of the SimpleITK optimisers "
                                              "(affine, B-spline, the learned methods' affine start); "
                                              "same seed, same result."),
+    refine: int = typer.Option(40, min=0, help="micdir/voxelmorph: instance-optimisation steps "
+                               "on the pair (half then full resolution; LNCC or MI + smoothness "
+                               "+ inverse consistency). Default 40; 0 = the net's prediction only."),
+    task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
+                                       "<method>_<task> (intra, inter, hippocampus, synth); "
+                                       "default: the modality's."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Register MOVING onto FIXED and write a Slicer-ready displacement field and report."""
@@ -43,7 +49,7 @@ def register(
 
     path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
                         fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
-                        overwrite=overwrite, seed=seed)
+                        overwrite=overwrite, seed=seed, refine=refine, task=task)
     typer.echo(f"wrote {path}")
 
 

@@ -99,12 +99,14 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                runs: str | os.PathLike = ".cache/registration/runs15",
                time_limit_s: float | None = None, export: str | os.PathLike | None = None,
                ckpt_every: int = 20, log_every: int = 10, bn_pairs: int = 24,
+               init: str | None = None,
                progress: bool | Callable[[str], None] = True) -> dict:
     """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``synth``) in lockstep.
 
     ``w_dice``: weight of the label-supervised Dice loss (``None``: the task's default; 0 gives
     the plain unsupervised objective for ``hippocampus``). ``time_limit_s``: stop (all runs at
-    the same step, checkpointed) once exceeded. ``export``: folder for
+    the same step, checkpointed) once exceeded. ``init``: warm start every net from its shipped
+    weights ``<model>_<init>.safetensors`` (e.g. ``intra``; fresh optimiser; ignored on resume). ``export``: folder for
     ``<model>_<task>.safetensors`` + ``<task>_histories.json``. Returns ``{"models": rows,
     "exported": paths}``.
     """
@@ -127,7 +129,12 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
     for i, m in enumerate(models):
         sampler, n_lab = _sampler(task, data, seed, runs)
         torch.manual_seed(int(seed))
-        net, _ = build_model(m)
+        if init:
+            from .learned import load_model
+
+            net, _ = load_model(m, init)
+        else:
+            net, _ = build_model(m)
         opt = torch.optim.Adam(net.parameters(), lr=float(lr))
         jobs.append(_Run(m, net, opt, sampler, cfg, runs / f"{task}_{m}", seed, n_lab))
     t0 = time.perf_counter()
@@ -143,7 +150,8 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                                   log_every=log_every, grad_clip=10.0,
                                   progress=(lambda s, t=tag: print(t + s, flush=True))
                                   if progress else False,
-                                  config={"task": task, "model": j.name, "lr": lr, **cfg})
+                                  config={"task": task, "model": j.name, "lr": lr, "init": init,
+                                          **cfg})
     rows, exported = [], []
     hist = {j.name: j.result.history if j.result else [] for j in jobs}
     for j in jobs:
@@ -170,6 +178,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                                "split_file": "medvol/registration/splits.json"},
                          extra={"train": {"steps": steps_done, "lr": lr, "seed": seed,
                                           "batch": 1, "optimizer": "Adam", "grad_clip": 10.0,
+                                          "init": f"{j.name}_{init}.safetensors" if init else None,
                                           **cfg},
                                 "steps_done": steps_done, "train_seconds": round(train_s, 1),
                                 "bn_recalibrated_pairs": bn_pairs if nbn else 0,
@@ -193,7 +202,8 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--export", default=None)
     ap.add_argument("--models", default="micdir,voxelmorph")
+    ap.add_argument("--init", default=None)
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
-                   w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export)
+                   w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init)
     print(json.dumps(r["models"]))
