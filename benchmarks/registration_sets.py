@@ -178,7 +178,7 @@ def hippocampus_pairs(data, n):
     return out
 
 
-def _hippo_learned(method, refine, weights=None):
+def _hippo_learned(method, refine, weights=None, task="hippocampus"):
     """Learned net on the hippocampus box (no resampling: the box of the 64³ volume)."""
     import torch
 
@@ -187,7 +187,7 @@ def _hippo_learned(method, refine, weights=None):
     from medvol.registration.learned import load_model
     from medvol.registration.refine import refine_pair
 
-    model, _ = load_model(method, "hippocampus", path=weights)
+    model, _ = load_model(method, task, path=weights)
 
     def run(f, m):
         t = lambda v: torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(v.array))))[None, None]  # noqa
@@ -197,7 +197,7 @@ def _hippo_learned(method, refine, weights=None):
     return run
 
 
-def ixi_pairs(data):
+def ixi_pairs(data, n=6):
     import SimpleITK as sitk
 
     from medvol.registration.classical import affine_transform
@@ -206,7 +206,7 @@ def ixi_pairs(data):
 
     subs = load_ixi(data, "test")
     out, secs = [], []
-    for a, b in ixi_test_pairs(subs):
+    for a, b in ixi_test_pairs(subs)[:n]:
         f, fl = subs[a]
         m, ml = subs[b]
         f = f.with_array(normalize_intensity(np.asarray(f.array)))
@@ -246,8 +246,8 @@ def intermodal_pairs(data, n_seeds=2, amp_mm=6.0):
     lab = t1.with_array(_kmeans_tissue(normalize_intensity(np.asarray(t1.array), mask),
                                        mask).astype(np.int16))
     out = []
-    for c in ("T2", "FLAIR"):
-        for s in range(n_seeds):
+    for s in range(n_seeds):
+        for c in ("T2", "FLAIR"):
             rng = np.random.default_rng(1000 + s)
             u = np.stack([gaussian_filter(rng.standard_normal(t1.shape), 6) for _ in range(3)], -1)
             u = u / np.abs(u).max() * amp_mm
@@ -265,27 +265,47 @@ def main(argv=None, *, paired_ci=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True, choices=("hippocampus", "ixi", "intermodal"))
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="print one table from --json files of runs on the same pairs (e.g. the "
+                         "classical and the learned methods run separately)")
     ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--pairs", type=int, default=10, help="hippocampus: held-out pairs")
+    ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
     ap.add_argument("--refine", type=int, default=40)
     ap.add_argument("--methods", default="affine,demons,bspline,voxelmorph,micdir")
     ap.add_argument("--no-ic", action="store_true")
     ap.add_argument("--weights", default=None, help="folder with <method>_<task>.safetensors")
+    ap.add_argument("--task", default=None,
+                    help="learned weights <method>_<task> (default: hippocampus for hippocampus, "
+                         "synth for ixi/intermodal; the shipped intra/inter weights also work)")
     ap.add_argument("--json", default=None, help="write the per-pair values here")
     a = ap.parse_args(argv)
+    r = f"refine {a.refine}"
+    cis = [(f"micdir + {r}", f"voxelmorph + {r}"), ("micdir", "voxelmorph"),
+           (f"micdir + {r}", "bspline"), (f"micdir + {r}", "demons"), (f"micdir + {r}", "micdir"),
+           (f"voxelmorph + {r}", "voxelmorph"), ("bspline", "demons")]
+    if a.merge:
+        t = Table(a.dataset)
+        for fj in a.merge:
+            d = json.loads(Path(fj).read_text())
+            for k, v in d["table"].items():
+                if k not in t.rows:
+                    t.rows[k] = v
+        n = len(t.rows["before"]["dice"])
+        t.print(f"{n} held-out pairs, {len(d['labels'])} labels (merged: {', '.join(a.merge)})", cis)
+        return
     torch.set_num_threads(2)
     methods = a.methods.split(",")
     tasks = {"hippocampus": "hippocampus", "ixi": "synth", "intermodal": "synth"}
-    task = tasks[a.dataset]
+    task = a.task or tasks[a.dataset]
     wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
     fns, extra = {}, None
     if a.dataset == "hippocampus":
         pairs, labels, metric, pre = hippocampus_pairs(a.data, a.pairs), [1, 2], "ncc", False
     elif a.dataset == "ixi":
-        pairs, extra = ixi_pairs(a.data)
+        pairs, extra = ixi_pairs(a.data, a.pairs)
         labels, metric, pre = None, "ncc", True
     else:
-        pairs, labels, metric, pre = intermodal_pairs(a.data), [1, 2, 3], "mi", False
+        pairs, labels, metric, pre = intermodal_pairs(a.data)[:a.pairs], [1, 2, 3], "mi", False
     sim = "lncc" if metric == "ncc" else "mi"
     for m in methods:
         if m in ("affine", "bspline") or (m == "demons" and metric == "ncc"):
@@ -295,7 +315,7 @@ def main(argv=None, *, paired_ci=None):
             for n in (0, a.refine):
                 key = f"{m}" + (f" + refine {n}" if n else "")
                 if a.dataset == "hippocampus":
-                    fns[key] = _hippo_learned(m, n, wpath(m))
+                    fns[key] = _hippo_learned(m, n, wpath(m), task)
                 else:
                     fns[key] = _learned_with(m, task, n, sim, wpath(m))
     if labels is None:
@@ -306,11 +326,7 @@ def main(argv=None, *, paired_ci=None):
         labels = sorted(ls)
     t = Table(a.dataset)
     run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
-    r = f"refine {a.refine}"
-    t.print(f"{len(pairs)} held-out pairs, {len(labels)} labels",
-            [(f"micdir + {r}", f"voxelmorph + {r}"), ("micdir", "voxelmorph"),
-             (f"micdir + {r}", "bspline"), (f"micdir + {r}", "demons"), (f"micdir + {r}", "micdir"),
-             (f"voxelmorph + {r}", "voxelmorph")])
+    t.print(f"{len(pairs)} held-out pairs, {len(labels)} labels", cis)
     if a.json:
         Path(a.json).write_text(json.dumps({"dataset": a.dataset, "table": t.to_json(),
                                             "labels": labels, "args": vars(a)}))

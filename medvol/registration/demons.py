@@ -33,7 +33,7 @@ __all__ = ["DemonsSettings", "BSplineSettings", "register_demons", "register_bsp
 class DemonsSettings:
     shrink: tuple = (4, 2, 1)
     iterations: tuple = (40, 20, 10)
-    field_sigma: float = 1.5      # voxels, smoothing of the displacement field
+    field_sigma: float = 1.0      # voxels, smoothing of the displacement field (chosen on training pairs)
     update_sigma: float = 0.0     # voxels, smoothing of the update field (0: off)
     threads: int = 2
 

@@ -203,7 +203,9 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     ap.add_argument("--export", default=None)
     ap.add_argument("--models", default="micdir,voxelmorph")
     ap.add_argument("--init", default=None)
+    ap.add_argument("--ckpt-every", type=int, default=20)
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
-                   w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init)
+                   w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init,
+                   ckpt_every=a.ckpt_every, log_every=a.ckpt_every)
     print(json.dumps(r["models"]))
