@@ -293,7 +293,10 @@ def main(argv=None, *, paired_ci=None):
         n = len(t.rows["before"]["dice"])
         t.print(f"{n} held-out pairs, {len(d['labels'])} labels (merged: {', '.join(a.merge)})", cis)
         return
-    torch.set_num_threads(2)
+    import os
+
+    # 1 thread by default: 2 OpenMP threads on an oversubscribed 2-core CPU stall badly
+    torch.set_num_threads(int(os.environ.get("MEDVOL_BENCH_THREADS", "1")))
     methods = a.methods.split(",")
     tasks = {"hippocampus": "hippocampus", "ixi": "synth", "intermodal": "synth"}
     task = a.task or tasks[a.dataset]
