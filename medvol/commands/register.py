@@ -38,6 +38,12 @@ def register(
     seed: int = typer.Option(0, min=0, help="Metric-sampling seed of the SimpleITK optimisers "
                                              "(affine, B-spline, the learned methods' affine start); "
                                              "same seed, same result."),
+    refine: int = typer.Option(40, min=0, help="micdir/voxelmorph: instance-optimisation steps "
+                               "on the pair (half then full resolution; LNCC or MI + smoothness "
+                               "+ inverse consistency). Default 40; 0 = the net's prediction only."),
+    task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
+                                       "<method>_<task> (intra, inter, hippocampus, synth); "
+                                       "default: the modality's."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Progress bars (levels, iterations, ETA) on a "
                                   "terminal; never when stderr is piped."),
@@ -49,7 +55,7 @@ def register(
     with _progress.scope(progress), _progress.status(f"registering ({method}) …"):
         path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
                             fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
-                            overwrite=overwrite, seed=seed)
+                            overwrite=overwrite, seed=seed, refine=refine, task=task)
     from .._text import sanitize
 
     typer.echo(sanitize(f"wrote {path}"))

@@ -100,10 +100,14 @@ def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = 
 
 def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", weights=None, prealign: bool = False,
-                     model=None, meta=None, device: str = "cpu", seed: int = 0) -> LearnedResult:
+                     model=None, meta=None, device: str = "cpu", seed: int = 0,
+                     refine: int = 0, task: str | None = None) -> LearnedResult:
     """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid.
 
     ``seed``: the affine pre-alignment's metric-sampling seed (same seed, same result).
+    ``refine``: instance-optimisation steps on the pair (:mod:`medvol.registration.refine`;
+    LNCC intramodal, MI intermodal); 0 = the net's prediction only. ``task``: shipped weights
+    ``<method>_<task>.safetensors`` (default: the modality's, ``<method>_<modality>``).
     """
     import time
 
@@ -115,7 +119,7 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
 
     t0 = time.perf_counter()
     if model is None:
-        model, meta = load_model(method, modality, weights, device=device)
+        model, meta = load_model(method, task or modality, weights, device=device)
     task = meta.task if hasattr(meta, "task") else {}
     shape = tuple(task.get("grid_shape", (64, 80, 64)))
     spacing = float(task.get("grid_spacing_mm", 2.5))
@@ -132,7 +136,13 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
         m = sitk.GetArrayFromImage(sitk.Resample(img, grid.to_sitk(), aff, sitk.sitkLinear, 0.0,
                                                  sitk.sitkFloat32))
     fn, mn = normalize_intensity(f), normalize_intensity(m)
-    ddf, warped = run_net(model, fn, mn, device)
+    if refine and int(refine) > 0:
+        from .refine import refine_arrays
+
+        ddf, warped = refine_arrays(model, fn, mn, steps=int(refine),
+                                    similarity="lncc" if modality == "intra" else "mi")
+    else:
+        ddf, warped = run_net(model, fn, mn, device)
     u_grid = voxel_ddf_to_lps_mm(ddf, grid)                       # (z, y, x, 3) on the model grid
     # the field on the fixed image's own grid (linear; zero outside the model grid)
     if fixed.same_grid(grid):

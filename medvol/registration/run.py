@@ -27,9 +27,10 @@ from ..volume import Volume
 __all__ = ["METHODS", "MODALITIES", "RegistrationResult", "register_volumes", "warp_volume",
            "run_register", "checkerboard"]
 
-METHODS = ("micdir", "voxelmorph", "bspline", "affine")
+METHODS = ("micdir", "voxelmorph", "bspline", "demons", "affine")
 """Registration methods (``medvol register --method``, the flows): learned MICDIR and VoxelMorph
-(shipped weights), classical B-spline and affine (SimpleITK)."""
+(shipped weights, refined on the pair), classical B-spline, diffeomorphic demons and affine
+(SimpleITK)."""
 MODALITIES = ("intra", "inter")
 """``intra``: same contrast (correlation / NCC); ``inter``: e.g. T1 vs T2 (mutual information)."""
 
@@ -66,12 +67,14 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
 
 def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", labels: Volume | None = None, weights=None,
-                     prealign: bool = True, seed: int = 0) -> RegistrationResult:
+                     prealign: bool = True, seed: int = 0, refine: int | None = None,
+                     task: str | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed``.
 
     Parameters
     ----------
-    method : ``micdir`` | ``voxelmorph`` (learned, shipped weights) | ``bspline`` | ``affine``.
+    method : ``micdir`` | ``voxelmorph`` (learned, shipped weights) | ``bspline`` | ``demons``
+        (diffeomorphic demons, :mod:`medvol.registration.demons`) | ``affine``.
     modality : ``intra`` (same contrast: correlation / NCC) or ``inter`` (e.g. T1↔T2: mutual
         information; the learned methods load their ``*_inter`` weights).
     labels : optional label map on ``moving``'s grid, warped with nearest neighbour.
@@ -80,6 +83,9 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         B-spline baseline does and as the paper's affinely pre-aligned data assume).
     seed : metric-sampling seed of the SimpleITK optimisers (affine, B-spline and the learned
         methods' affine start); the same seed reproduces the same field.
+    refine : learned methods: instance-optimisation steps on the pair (``None``:
+        :data:`medvol.registration.refine.DEFAULT_REFINE`; 0: off). task : learned methods:
+        shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``).
 
     Returns
     -------
@@ -98,14 +104,22 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
 
+        from .refine import DEFAULT_REFINE
+
+        n_ref = DEFAULT_REFINE if refine is None else int(refine)
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
-                             prealign=prealign, seed=seed)
+                             prealign=prealign, seed=seed, refine=n_ref, task=task)
         u = r.disp_mm
+        info["refine_steps"] = n_ref
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline
 
         u = register_bspline(fixed, moving, metric=metric, seed=seed)
+    elif method == "demons":
+        from .demons import register_demons
+
+        u, info["demons"] = register_demons(fixed, moving, metric=metric, seed=seed)
     else:
         from .classical import register_affine
 
@@ -187,7 +201,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
                  labels_path: str | os.PathLike | None = None,
                  fixed_labels_path: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, prealign: bool = True,
-                 overwrite: bool = False, seed: int = 0) -> Path:
+                 overwrite: bool = False, seed: int = 0, refine: int | None = None,
+                 task: str | None = None) -> Path:
     """The ``medvol register`` job: read, register, write outputs + report + manifest into ``out``.
 
     ``labels_path``: labels of the moving image (warped and written); ``fixed_labels_path``: labels
@@ -214,7 +229,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
     man = Manifest("register", {"method": method, "modality": modality, "prealign": prealign,
-                                "seed": seed, "weights": str(weights) if weights else "shipped"})
+                                "seed": seed, "weights": str(weights) if weights else "shipped",
+                                "refine": refine, "task": task})
     man.add_input(fixed_path, name="fixed")
     man.add_input(moving_path, name="moving")
     if labels_path:
@@ -222,7 +238,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     if fixed_labels_path:
         man.add_input(fixed_labels_path, name="fixed_labels")
     res = register_volumes(fixed, moving, method=method, modality=modality, labels=labels,
-                           weights=weights, prealign=prealign, seed=seed)
+                           weights=weights, prealign=prealign, seed=seed, refine=refine,
+                           task=task)
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))

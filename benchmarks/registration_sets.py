@@ -1,0 +1,354 @@
+"""Issue-15 registration benchmark: one table per data set, run via
+``python benchmarks/registration.py --dataset hippocampus|ixi|intermodal``.
+
+Data sets (splits in ``medvol/registration/splits.json``; data root ``--data``, default
+``../shared/data``):
+
+``hippocampus``  held-out test pairs ``(test[i], test[i+1])`` of the L2R-style 64³ crops, Dice of
+                 labels 1/2. Classical methods start from their own affine; the learned nets
+                 (``*_hippocampus`` weights) see the pair as it lies (the crops are roughly aligned).
+``ixi``          ordered pairs of the 3 held-out IXI subjects; every pair is first affinely
+                 pre-aligned (SimpleITK, correlation; its time is added to every method), then
+                 each deformable method registers the pre-aligned pair; Dice over the 148 DLMUSE
+                 labels (≥ 20 voxels in the fixed image). Learned nets: ``*_synth`` weights
+                 (trained on label-map synthesis only).
+``intermodal``   the stroke subject at 2 mm: fixed T1, moving T2 or FLAIR resampled through a known
+                 smooth deformation (seeded), tissue labels (3-class k-means of T1) moved along;
+                 MI for affine/B-spline/refinement; demons is intramodal only (not run).
+
+Columns: Dice mean ± std over pairs (per-pair mean over labels), HD95 mm (mean over labels and
+pairs), % folding (det J ≤ 0 inside the fixed foreground), SD of log det J, inverse consistency
+mm (both directions registered; ``--no-ic`` skips), seconds per pair (one direction). Paired
+differences of per-pair Dice with 95 % bootstrap CIs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def hd95(pred, target, labels, spacing_zyx) -> float:
+    """Mean over ``labels`` of the symmetric 95th-percentile surface distance (mm), each label
+    cropped to its bounding box (scipy EDT; written here because MONAI's version on 148 full
+    one-hot channels is too slow for this CPU)."""
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    out = []
+    for k in labels:
+        a, b = pred == k, target == k
+        if not a.any() or not b.any():
+            continue
+        idx = np.argwhere(a | b)
+        lo, hi = np.maximum(idx.min(0) - 2, 0), idx.max(0) + 3
+        sl = tuple(slice(int(l_), int(h_)) for l_, h_ in zip(lo, hi))
+        a, b = a[sl], b[sl]
+        sa, sb = a & ~binary_erosion(a), b & ~binary_erosion(b)
+        da = distance_transform_edt(~sb, sampling=spacing_zyx)[sa]
+        db = distance_transform_edt(~sa, sampling=spacing_zyx)[sb]
+        out.append(np.percentile(np.concatenate([da, db]), 95))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def _dice(pred, target, labels) -> float:
+    v = []
+    for k in labels:
+        a, b = pred == k, target == k
+        s = a.sum() + b.sum()
+        if s:
+            v.append(2.0 * (a & b).sum() / s)
+    return float(np.mean(v)) if v else float("nan")
+
+
+class Table:
+    def __init__(self, name):
+        self.name, self.rows = name, {}
+
+    def add(self, method, **kw):
+        r = self.rows.setdefault(method, {k: [] for k in
+                                          ("dice", "hd95", "fold", "sdlogj", "ic", "sec")})
+        for k, v in kw.items():
+            if v is not None:
+                r[k].append(float(v))
+
+    def print(self, pairs_desc: str, pairs_ci=()):
+        from registration import paired_bootstrap_ci  # noqa: E402 (sibling benchmark module)
+
+        print(f"\n## {self.name}: {pairs_desc}")
+        print(f"| method | Dice mean ± std | HD95 mm | % folding | SD log|J| | IC mm | s/pair | n |")
+        print("|---|---|---|---|---|---|---|---|")
+
+        def m(v):
+            return f"{np.mean(v):.3f}" if v else "–"
+
+        for k, r in self.rows.items():
+            print(f"| {k} | {np.mean(r['dice']):.3f} ± {np.std(r['dice']):.3f} | {m(r['hd95'])} | "
+                  f"{m(r['fold'])} | {m(r['sdlogj'])} | {m(r['ic'])} | "
+                  f"{np.mean(r['sec']) if r['sec'] else 0:.1f} | {len(r['dice'])} |")
+        print("\nPaired per-pair Dice differences (mean, 95 % bootstrap CI over pairs):")
+        for x, y in pairs_ci:
+            if x in self.rows and y in self.rows and len(self.rows[x]["dice"]) == len(
+                    self.rows[y]["dice"]):
+                md, lo, hi = paired_bootstrap_ci(self.rows[x]["dice"], self.rows[y]["dice"])
+                print(f"  {x} − {y}: {md:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+
+    def to_json(self):
+        return {k: {m: list(v) for m, v in r.items()} for k, r in self.rows.items()}
+
+
+def _field_metrics(u_mm, ref, mask):
+    from medvol.registration.metrics import jacobian_stats
+
+    sp = tuple(reversed(ref.spacing))
+    st = jacobian_stats(u_mm, sp, ref.direction, mask=mask)
+    return st["folding_percent"], st["log_jac_std"]
+
+
+def _ic(u_ab, u_ba, ref, mask):
+    from medvol.registration.learned import lps_mm_to_voxel_ddf
+    from medvol.registration.metrics import inverse_consistency_error
+
+    return inverse_consistency_error(lps_mm_to_voxel_ddf(u_ab, ref), lps_mm_to_voxel_ddf(u_ba, ref),
+                                     tuple(reversed(ref.spacing)), mask=mask)
+
+
+def _classical(name, metric, settings):
+    import SimpleITK as sitk
+
+    from medvol.registration.classical import register_affine
+    from medvol.registration.demons import register_bspline_fast, register_demons
+
+    ident = sitk.AffineTransform(3)
+    if name == "affine":
+        return lambda f, m, pre: register_affine(f, m, metric=metric)
+    if name == "demons":
+        return lambda f, m, pre: register_demons(
+            f, m, settings=settings.get("demons"), initial=ident if pre else None)[0]
+    if name == "bspline":
+        return lambda f, m, pre: register_bspline_fast(
+            f, m, metric=metric, settings=settings.get("bspline"),
+            initial=ident if pre else None)[0]
+    raise ValueError(name)
+
+
+def run_pairs(table, pairs, methods, *, labels, metric, ic=True, prealign=False, extra_sec=None):
+    """``pairs``: list of dicts with fixed, moving (Volumes), fixed_labels, moving_labels
+    (Volumes), mask (fixed foreground). ``methods``: {name: fn(f, m) -> field}."""
+    from medvol.registration.run import warp_volume
+
+    for i, p in enumerate(pairs):
+        f, m, fl, ml = p["fixed"], p["moving"], p["fixed_labels"], p["moving_labels"]
+        sp = tuple(reversed(f.spacing))
+        tl = np.asarray(fl.array)
+        zero = np.zeros(f.shape + (3,))
+        w0 = warp_volume(ml, zero, f, interp="nearest").array
+        table.add("before", dice=_dice(w0, tl, labels), hd95=hd95(w0, tl, labels, sp),
+                  fold=0.0, sdlogj=0.0, ic=0.0, sec=0.0)
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            u = fn(f, m)
+            sec = time.perf_counter() - t0 + (extra_sec[i] if extra_sec else 0.0)
+            wl = warp_volume(ml, u, f, interp="nearest").array
+            fold, sdl = _field_metrics(u, f, p["mask"])
+            icv = None
+            if ic and name != "affine":
+                ub = fn(m, f)
+                icv = _ic(u, ub, f, p["mask"])
+            d = _dice(wl, tl, labels)
+            table.add(name, dice=d, hd95=hd95(wl, tl, labels, sp), fold=fold, sdlogj=sdl, ic=icv,
+                      sec=sec)
+            print(f"  pair {i} {name:18s} dice {d:.3f} fold {fold:.3f}% {sec:.1f}s"
+                  + (f" ic {icv:.2f}mm" if icv is not None else ""), flush=True)
+
+
+# --------------------------------------------------------------------------- data sets
+def hippocampus_pairs(data, n):
+    from medvol import Volume
+    from medvol.registration.datasets import hippocampus_test_pairs, load_hippocampus
+
+    subs = load_hippocampus(data, "test")
+    out = []
+    for a, b in hippocampus_test_pairs(subs)[:n]:
+        v = lambda x: Volume(np.asarray(x, np.float32), spacing=(1.0, 1.0, 1.0))  # noqa: E731
+        out.append({"fixed": v(subs[a][0]), "moving": v(subs[b][0]),
+                    "fixed_labels": v(subs[a][1]), "moving_labels": v(subs[b][1]),
+                    "mask": subs[a][0] > 0})
+    return out
+
+
+def _hippo_learned(method, refine, weights=None, task="hippocampus"):
+    """Learned net on the hippocampus box (no resampling: the box of the 64³ volume)."""
+    import torch
+
+    from medvol.io.formats import voxel_ddf_to_lps_mm
+    from medvol.registration.datasets import hippo_crop, hippo_uncrop_ddf
+    from medvol.registration.learned import load_model
+    from medvol.registration.refine import refine_pair
+
+    model, _ = load_model(method, task, path=weights)
+
+    def run(f, m):
+        t = lambda v: torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(v.array))))[None, None]  # noqa
+        ddf, _ = refine_pair(model, t(f), t(m), steps=refine, similarity="lncc")
+        return voxel_ddf_to_lps_mm(hippo_uncrop_ddf(ddf[0].numpy()), f)
+
+    return run
+
+
+def ixi_pairs(data, n=6):
+    import SimpleITK as sitk
+
+    from medvol.registration.classical import affine_transform
+    from medvol.registration.data import normalize_intensity
+    from medvol.registration.datasets import ixi_test_pairs, load_ixi
+
+    subs = load_ixi(data, "test")
+    out, secs = [], []
+    for a, b in ixi_test_pairs(subs)[:n]:
+        f, fl = subs[a]
+        m, ml = subs[b]
+        f = f.with_array(normalize_intensity(np.asarray(f.array)))
+        m = m.with_array(normalize_intensity(np.asarray(m.array)))
+        t0 = time.perf_counter()
+        aff = affine_transform(f, m, metric="ncc")
+        secs.append(time.perf_counter() - t0)
+        rs = lambda v, it: f.with_array(sitk.GetArrayFromImage(sitk.Resample(  # noqa: E731
+            sitk.Cast(v.to_sitk(), sitk.sitkFloat32), f.to_sitk(), aff, it, 0.0,
+            sitk.sitkFloat32)))
+        mv = rs(m, sitk.sitkLinear)
+        mlv = rs(ml.with_array(np.asarray(ml.array, np.float32)), sitk.sitkNearestNeighbor)
+        mlv = mlv.with_array(np.rint(np.asarray(mlv.array)).astype(np.int16))
+        out.append({"fixed": f, "moving": mv, "fixed_labels": fl, "moving_labels": mlv,
+                    "mask": np.asarray(fl.array) > 0, "ids": (a, b)})
+    return out, secs
+
+
+def intermodal_pairs(data, n_seeds=2, amp_mm=6.0):
+    import SimpleITK as sitk
+    from scipy.ndimage import gaussian_filter
+
+    from medvol import io as mio
+    from medvol.learned.data import resolve_data_root
+    from medvol.registration.data import _kmeans_tissue, normalize_intensity
+    from medvol.registration.run import warp_volume
+
+    d = resolve_data_root(data, need=("mri/stroke",)) / "mri" / "stroke"
+    from medvol import Volume
+
+    vols = {}
+    for c in ("T1", "T2", "FLAIR"):
+        v = mio.read(d / f"{c}.nii.gz")
+        vols[c] = Volume.from_sitk(sitk.Cast(sitk.Shrink(v.to_sitk(), [2, 2, 2]), sitk.sitkFloat32))
+    t1 = vols["T1"]
+    mask = np.asarray(t1.array) > 0.05 * float(np.asarray(t1.array).max())
+    lab = t1.with_array(_kmeans_tissue(normalize_intensity(np.asarray(t1.array), mask),
+                                       mask).astype(np.int16))
+    out = []
+    for s in range(n_seeds):
+        for c in ("T2", "FLAIR"):
+            rng = np.random.default_rng(1000 + s)
+            u = np.stack([gaussian_filter(rng.standard_normal(t1.shape), 6) for _ in range(3)], -1)
+            u = u / np.abs(u).max() * amp_mm
+            mv = warp_volume(vols[c], u, t1)
+            ml = warp_volume(lab, u, t1, interp="nearest")
+            out.append({"fixed": t1, "moving": mv, "fixed_labels": lab, "moving_labels": ml,
+                        "mask": mask, "ids": (c, s)})
+    return out
+
+
+def main(argv=None, *, paired_ci=None):
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True, choices=("hippocampus", "ixi", "intermodal"))
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="print one table from --json files of runs on the same pairs (e.g. the "
+                         "classical and the learned methods run separately)")
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
+    ap.add_argument("--refine", type=int, default=40)
+    ap.add_argument("--methods", default="affine,demons,bspline,voxelmorph,micdir")
+    ap.add_argument("--no-ic", action="store_true")
+    ap.add_argument("--weights", default=None, help="folder with <method>_<task>.safetensors")
+    ap.add_argument("--task", default=None,
+                    help="learned weights <method>_<task> (default: hippocampus for hippocampus, "
+                         "synth for ixi/intermodal; the shipped intra/inter weights also work)")
+    ap.add_argument("--json", default=None, help="write the per-pair values here")
+    a = ap.parse_args(argv)
+    r = f"refine {a.refine}"
+    cis = [(f"micdir + {r}", f"voxelmorph + {r}"), ("micdir", "voxelmorph"),
+           (f"micdir + {r}", "bspline"), (f"micdir + {r}", "demons"), (f"micdir + {r}", "micdir"),
+           (f"voxelmorph + {r}", "voxelmorph"), ("bspline", "demons")]
+    if a.merge:
+        t = Table(a.dataset)
+        for fj in a.merge:
+            d = json.loads(Path(fj).read_text())
+            for k, v in d["table"].items():
+                if k not in t.rows:
+                    t.rows[k] = v
+        n = len(t.rows["before"]["dice"])
+        t.print(f"{n} held-out pairs, {len(d['labels'])} labels (merged: {', '.join(a.merge)})", cis)
+        return
+    import os
+
+    # 1 thread by default: 2 OpenMP threads on an oversubscribed 2-core CPU stall badly
+    torch.set_num_threads(int(os.environ.get("MEDVOL_BENCH_THREADS", "1")))
+    methods = a.methods.split(",")
+    tasks = {"hippocampus": "hippocampus", "ixi": "synth", "intermodal": "synth"}
+    task = a.task or tasks[a.dataset]
+    wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
+    fns, extra = {}, None
+    if a.dataset == "hippocampus":
+        pairs, labels, metric, pre = hippocampus_pairs(a.data, a.pairs), [1, 2], "ncc", False
+    elif a.dataset == "ixi":
+        pairs, extra = ixi_pairs(a.data, a.pairs)
+        labels, metric, pre = None, "ncc", True
+    else:
+        pairs, labels, metric, pre = intermodal_pairs(a.data)[:a.pairs], [1, 2, 3], "mi", False
+    sim = "lncc" if metric == "ncc" else "mi"
+    for m in methods:
+        if m in ("affine", "bspline") or (m == "demons" and metric == "ncc"):
+            c = _classical(m, metric, {})
+            fns[m] = (lambda c: (lambda f, mv: c(f, mv, pre)))(c)
+        elif m in ("voxelmorph", "micdir"):
+            for n in (0, a.refine):
+                key = f"{m}" + (f" + refine {n}" if n else "")
+                if a.dataset == "hippocampus":
+                    fns[key] = _hippo_learned(m, n, wpath(m), task)
+                else:
+                    fns[key] = _learned_with(m, task, n, sim, wpath(m))
+    if labels is None:
+        ls = set()
+        for p in pairs:
+            v, c = np.unique(np.asarray(p["fixed_labels"].array), return_counts=True)
+            ls |= {int(k) for k, n in zip(v, c) if k > 0 and n >= 20}
+        labels = sorted(ls)
+    t = Table(a.dataset)
+    run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
+    t.print(f"{len(pairs)} held-out pairs, {len(labels)} labels", cis)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"dataset": a.dataset, "table": t.to_json(),
+                                            "labels": labels, "args": vars(a)}))
+
+
+def _learned_with(method, task, refine, sim, weights):
+    from medvol.registration.learned import load_model, register_learned
+
+    model, info = load_model(method, task, path=weights)
+
+    def run(f, m):
+        return register_learned(f, m, method=method, modality="intra" if sim == "lncc" else "inter",
+                                model=model, meta=info, refine=refine).disp_mm
+
+    return run
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
