@@ -82,13 +82,8 @@ def _check_common(cfg, name: str) -> None:
 
 
 @dataclass
-class SparseSSPConfig:
-    """Configuration of :class:`SparseSSP`.
-
-    ``depth_in``: depth the encoder reads (the nearest-upsampled sparse stack, padded); must be a
-    multiple of ``2**len(widths)``. ``depth_out``: slices the head emits (1 for a 2D target).
-    ``bottleneck``: bottleneck width (default ``2·widths[-1]``).
-    """
+class _EncoderConfig:
+    """Fields shared by :class:`SparseSSPConfig` and :class:`FNetConfig` (same 3D encoder)."""
 
     in_channels: int = 1
     out_channels: int = 3
@@ -100,16 +95,40 @@ class SparseSSPConfig:
     norm: str = "batch"
 
     @classmethod
-    def paper(cls, **kw) -> "SparseSSPConfig":
+    def paper(cls, **kw):
         """The paper's widths 32/64/128/256, bottleneck 512 (5×5 kernels there; 3×3 here)."""
         return cls(widths=(32, 64, 128, 256), bottleneck=512, **kw)
 
-    def validate(self) -> "SparseSSPConfig":
-        """Bound every size so a hostile config is refused before any allocation."""
-        _check_common(self, "SparseSSPConfig")
+    def _check_encoder(self) -> None:
+        name = type(self).__name__
+        _check_common(self, name)
         b = self.bottleneck if self.bottleneck is not None else 2 * self.widths[-1]
         if not isinstance(b, int) or not 1 <= b <= 2 * _MAX_WIDTH:
-            raise ValueError(f"SparseSSPConfig: bottleneck must be in 1..{2 * _MAX_WIDTH}")
+            raise ValueError(f"{name}: bottleneck must be in 1..{2 * _MAX_WIDTH}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class SparseSSPConfig(_EncoderConfig):
+    """Configuration of :class:`SparseSSP`.
+
+    ``depth_in``: depth the encoder reads (the nearest-upsampled sparse stack, padded); must be a
+    multiple of ``2**len(widths)``. ``depth_out``: slices the head emits (1 for a 2D target).
+    ``bottleneck``: bottleneck width (default ``2·widths[-1]``).
+    """
+
+    def validate(self) -> "SparseSSPConfig":
+        """Bound every size so a hostile config is refused before any allocation."""
+        self._check_encoder()
         # folded channel counts (C·D) bound the gate convolutions
         d = self.depth_in
         for w in self.widths:
@@ -120,51 +139,16 @@ class SparseSSPConfig:
             raise ValueError("SparseSSPConfig: out_channels·depth_out exceeds 4096")
         return self
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SparseSSPConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown SparseSSP config keys {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
 
 @dataclass
-class FNetConfig:
+class FNetConfig(_EncoderConfig):
     """Configuration of :class:`FNet3D` (fnet: depth 4, base 32, ×2 per level)."""
 
-    in_channels: int = 1
-    out_channels: int = 3
-    depth_in: int = 16
-    depth_out: int = 1
-    widths: tuple = (16, 32, 64, 128)
-    bottleneck: int | None = None
-    kernel: int = 3
-    norm: str = "batch"
-
-    @classmethod
-    def paper(cls, **kw) -> "FNetConfig":
-        return cls(widths=(32, 64, 128, 256), bottleneck=512, **kw)
-
     def validate(self) -> "FNetConfig":
-        _check_common(self, "FNetConfig")
-        b = self.bottleneck if self.bottleneck is not None else 2 * self.widths[-1]
-        if not isinstance(b, int) or not 1 <= b <= 2 * _MAX_WIDTH:
-            raise ValueError(f"FNetConfig: bottleneck must be in 1..{2 * _MAX_WIDTH}")
+        self._check_encoder()
         if self.depth_out not in (1, self.depth_in):
             raise ValueError("FNetConfig: depth_out must be 1 (projected 2D output) or depth_in")
         return self
-
-    to_dict = SparseSSPConfig.to_dict
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FNetConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown FNet config keys {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def _block(dims: int, cin: int, cout: int, k: int, norm: str, *, strides: int = 1,
