@@ -228,6 +228,10 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     flabels = mio.read(fixed_labels_path) if fixed_labels_path is not None else None
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
+    if refine is None and method in ("micdir", "voxelmorph"):
+        from .refine import DEFAULT_REFINE
+
+        refine = DEFAULT_REFINE                    # the manifest records the value used
     man = Manifest("register", {"method": method, "modality": modality, "prealign": prealign,
                                 "seed": seed, "weights": str(weights) if weights else "shipped",
                                 "refine": refine, "task": task})
