@@ -60,7 +60,9 @@ def _text(name: str, d: dict[str, Any]) -> str:
     lines.append("  IJK -> LPS affine (mm):")
     for row in d["ijk_to_lps"]:
         lines.append("    " + "  ".join(f"{v:+12.6f}" for v in row))
-    if d["value_range"] is None:
+    if "value_range" not in d:
+        pass                                   # displacement fields: |u| statistics instead
+    elif d["value_range"] is None:
         lines.append("  value range: (no finite values)")
     else:
         lo, hi = d["value_range"]
@@ -71,14 +73,19 @@ def _text(name: str, d: dict[str, Any]) -> str:
 
 
 def info(
-    path: Path = typer.Argument(..., help="A .nrrd/.nhdr, .nii/.nii.gz, .mha/.mhd file or a "
-                                          "folder of DICOM files."),
+    path: Path = typer.Argument(..., help="A .nrrd/.nhdr, .nii/.nii.gz, .mha/.mhd file, a "
+                                          "folder of DICOM files, or an ITK transform / "
+                                          "displacement field (.h5/.hdf5/.tfm/.txt, vector "
+                                          "NRRD)."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead "
                                                         "of text."),
 ) -> None:
     """Print a volume's geometry: shape, spacing, LPS origin, direction, orientation, affine.
 
-    For a DICOM folder one block is printed per series.
+    For a DICOM folder one block is printed per series. A displacement field (vector NRRD/MHA
+    or an ITK DisplacementFieldTransform in .h5/.tfm) prints its grid and |u| statistics in mm;
+    any other ITK transform file (affine, Euler, B-spline …) prints its type, parameters and,
+    when it is linear, the 4×4 LPS matrix.
 
     Coordinates are LPS (DICOM/ITK/Slicer); NIfTI files are converted from RAS on reading.
 
@@ -87,6 +94,8 @@ def info(
         medvol info ct.nrrd
 
         medvol info study/ --json > geometry.json
+
+        medvol info reg_out/displacement.h5
     """
     from ..io import read, read_dicom_series
 
@@ -98,8 +107,18 @@ def info(
         items = [(f"series {n}" + (f" (uid hash {v.meta['series_uid_hash']})"
                                    if "series_uid_hash" in v.meta else ""), v)
                  for n, v in enumerate(vols)]
+    elif _is_transform_file(p):
+        _transform_info(p, json_out)
+        return
     else:
-        items = [(p.name, read(p))]
+        try:
+            items = [(p.name, read(p))]
+        except InputError as e:
+            if "vector" not in str(e) or not p.name.lower().endswith(
+                    (".nrrd", ".nhdr", ".mha", ".mhd")):
+                raise
+            _transform_info(p, json_out)       # a displacement field (vector NRRD/MHA)
+            return
     described = [(name, describe(v)) for name, v in items]
     if json_out:
         payload: Any = ({"path": str(p), **described[0][1]} if not p.is_dir() else
@@ -109,3 +128,77 @@ def info(
         from .._text import sanitize
 
         typer.echo(sanitize("\n".join(_text(name, d) for name, d in described)))
+
+
+_TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
+
+
+def _is_transform_file(p: Path) -> bool:
+    """ITK transform files (``.h5``/``.hdf5``/``.tfm``/``.txt``); vector NRRD/MHA fields are
+    recognised when the volume reader refuses them (see :func:`info`)."""
+    return p.name.lower().endswith(_TRANSFORM_SUFFIXES)
+
+
+def _transform_info(p: Path, json_out: bool) -> None:
+    """Describe a displacement field or an ITK transform file (LPS, mm)."""
+    import numpy as np
+
+    from .._text import sanitize
+    from ..io import read_displacement_field
+
+    if not p.is_file():                        # FIFOs, devices: never opened
+        raise InputError("not a regular file", path=p, hint="give a transform or field file")
+    try:
+        disp, grid = read_displacement_field(p)
+    except InputError:
+        disp = None
+    if disp is not None:
+        mag = np.linalg.norm(disp, axis=-1)
+        d = {"kind": "displacement field", **describe(grid),
+             "field_type": grid.meta.get("displacement_field_type"),
+             "displacement_mm": {"max": float(mag.max()), "mean": float(mag.mean()),
+                                 "p95": float(np.percentile(mag, 95))}}
+        d.pop("value_range", None)
+        if json_out:
+            typer.echo(json.dumps({"path": str(p), **d}, indent=2))
+            return
+        lines = _text(p.name + " (displacement field, LPS mm)", d).splitlines()
+        u = d["displacement_mm"]
+        lines.append(f"  |u| mm: max {u['max']:.4g}, mean {u['mean']:.4g}, 95th percentile "
+                     f"{u['p95']:.4g}" + (f"    ({d['field_type']} field)" if d["field_type"]
+                                          else ""))
+        typer.echo(sanitize("\n".join(lines)))
+        return
+    import SimpleITK as sitk
+
+    try:
+        tx = sitk.ReadTransform(str(p))
+    except RuntimeError:
+        raise InputError("not a displacement field or ITK transform file medvol can read",
+                         path=p, hint="give an ITK .h5/.tfm/.txt transform or a vector NRRD") from None
+    tx = tx.Downcast() if hasattr(tx, "Downcast") else tx
+    d: dict[str, Any] = {"kind": "transform", "type": tx.GetName(),
+                         "parameters": list(tx.GetParameters()),
+                         "fixed_parameters": list(tx.GetFixedParameters())}
+    if hasattr(tx, "GetMatrix") and hasattr(tx, "GetTranslation"):
+        m = np.asarray(tx.GetMatrix(), float).reshape(3, 3)
+        c = np.asarray(tx.GetCenter(), float) if hasattr(tx, "GetCenter") else np.zeros(3)
+        t = np.asarray(tx.GetTranslation(), float)
+        h = np.eye(4)
+        h[:3, :3] = m
+        h[:3, 3] = t + c - m @ c          # x ↦ M (x − c) + c + t
+        d["matrix_lps"] = h.tolist()
+    if json_out:
+        typer.echo(json.dumps({"path": str(p), **d}, indent=2))
+        return
+    lines = [f"{p.name} (ITK transform: {d['type']}; maps fixed-image LPS points to moving-image "
+             f"LPS points, mm)"]
+    if "matrix_lps" in d:
+        lines.append("  4×4 matrix (LPS, mm):")
+        for row in d["matrix_lps"]:
+            lines.append("    " + "  ".join(f"{v:+12.6f}" for v in row))
+    else:
+        n = len(d["parameters"])
+        lines.append(f"  {n} parameters; fixed parameters: {len(d['fixed_parameters'])}")
+    typer.echo(sanitize("\n".join(lines)))
+
