@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class RegistrationResult:
     method: str
     modality: str
     info: dict = field(default_factory=dict)
+    transform: Any = None       # the SimpleITK transform, for methods that have one (affine)
 
 
 def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: str = "linear",
@@ -100,6 +102,7 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
                          hint="pass the label map of the MOVING image (same size, spacing, origin)")
     t0 = time.perf_counter()
     info: dict = {}
+    tx = None                   # a SimpleITK transform, written as affine.tfm (affine only)
     metric = "ncc" if modality == "intra" else "mi"
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
@@ -121,14 +124,16 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
 
         u, info["demons"] = register_demons(fixed, moving, metric=metric, seed=seed)
     else:
-        from .classical import register_affine
+        from .classical import affine_transform, transform_to_field
 
-        u = register_affine(fixed, moving, metric=metric, seed=seed)
+        tx = affine_transform(fixed, moving, metric=metric, seed=seed)
+        u = transform_to_field(tx, fixed)
     secs = time.perf_counter() - t0
     warped = warp_volume(moving, u, fixed)
     wl = warp_volume(labels, u, fixed, interp="nearest") if labels is not None else None
     return RegistrationResult(disp_mm=u, warped=warped, warped_labels=wl, seconds=secs,
-                              method=method, modality=modality, info=info)
+                              method=method, modality=modality, info=info,
+                              transform=tx)
 
 
 # --------------------------------------------------------------------------- report pictures
@@ -268,6 +273,11 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
         outs = [mio.write(res.warped, tmp / "warped.nrrd"),
                 write_displacement_field(res.disp_mm, tmp / "displacement.nrrd", reference=fixed),
                 write_displacement_field(res.disp_mm, tmp / "displacement.h5", reference=fixed)]
+        if res.transform is not None:     # ITK affine transform file (Slicer: Data > Transforms)
+            import SimpleITK as sitk
+
+            sitk.WriteTransform(res.transform, str(tmp / "affine.tfm"))
+            outs.append(tmp / "affine.tfm")
         if res.warped_labels is not None:
             wl = res.warped_labels
             if int(wl.array.max(initial=0)) <= 255 and int(wl.array.min(initial=0)) >= 0:
