@@ -18,7 +18,7 @@ Examples:
   medvol register t1.nrrd t2.nrrd -o reg_bs/ --method bspline --modality inter
 
 Outputs: warped.nrrd, displacement.nrrd (Slicer: load as transform), displacement.h5 (ITK),
-warped labels, report.html (checkerboard, overlay, Jacobian, Dice with --fixed-labels), manifest.json.
+affine.tfm (--method affine: the ITK affine transform), warped labels, report.html (checkerboard, overlay, Jacobian, Dice with --fixed-labels), manifest.json.
 """
 
 
