@@ -63,7 +63,7 @@ mut_c() {  # a report/output that writes PatientID (into the whitelisted "descri
   patch_py medvol/io/dicom/meta.py '    meta["label"] = series_label(' \
            '    meta["description"] = str(ds.get("PatientID", ""))
     meta["label"] = series_label('
-  run_tests c tests/test_phi.py tests/test_cli_ingest.py
+  run_tests c tests/test_phi.py tests/commands/test_ingest.py
   restore
 }
 mut_d() {  # an ImportError raised inside medvol.flows

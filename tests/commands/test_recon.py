@@ -13,7 +13,7 @@ import medvol as mv
 from medvol.cli import main
 from medvol.errors import BackendError, InputError, OutputExistsError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNCHROTRON = ROOT / "sample_data" / "projections" / "synchrotron_parallel"
 
 
