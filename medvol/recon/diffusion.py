@@ -115,6 +115,22 @@ def _bar(total: int, desc: str, progress: bool):
     return _progress(total, desc, progress)
 
 
+def _start(A, y, prior: "DiffusionPrior", steps: int, seed: int, circular: bool,
+           normalise: bool):
+    """Shared start of both samplers: normalised problem, seeded generator, timestep schedule,
+    x_T ~ N(0, I) shaped like ``A.T(y)`` and a fresh ADMM-TV-z state."""
+    import torch
+
+    from .admm_tv import admm_init
+
+    A, y, ATy = _setup(A, y, normalise)
+    g = torch.Generator().manual_seed(int(seed))
+    ts = _schedule(len(prior.abar), steps)
+    x = torch.randn(ATy.shape, generator=g, dtype=torch.float32).to(ATy)
+    st = admm_init(torch.zeros_like(ATy), axes=("z",), circular=circular)
+    return A, y, ATy, g, ts, x, st
+
+
 def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg: int = 5,
         rho: float = DDS_RHO, lam: float = DDS_LAM, seed: int = 0, circular: bool = False,
         final_dc: bool = False, normalise: bool = True, progress: bool = False):
@@ -134,16 +150,12 @@ def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg
     """
     import torch
 
-    from .admm_tv import admm_init, admm_iteration, final_data_consistency
+    from .admm_tv import admm_iteration, final_data_consistency
 
     if not 0.0 <= eta <= 1.0 or n_cg < 1:
         raise InputError(f"need 0 <= eta <= 1 and n_cg >= 1, got eta={eta}, n_cg={n_cg}")
-    A, y, ATy = _setup(A, y, normalise)
-    g = torch.Generator().manual_seed(int(seed))
+    A, y, ATy, g, ts, x, st = _start(A, y, prior, steps, seed, circular, normalise)
     abar = prior.abar
-    ts = _schedule(len(abar), steps)
-    x = torch.randn(ATy.shape, generator=g, dtype=torch.float32).to(ATy)
-    st = admm_init(torch.zeros_like(ATy), axes=("z",), circular=circular)
     with _bar(len(ts), "DDS", progress) as advance:
         for i, t in enumerate(ts):
             a = float(abar[t])
@@ -173,14 +185,10 @@ def mbir(A, y, prior: DiffusionPrior, *, steps: int = 100, snr: float = 0.16, n_
     volume in [0, 1] prior units shaped like ``A.T(y)``."""
     import torch
 
-    from .admm_tv import admm_init, admm_iteration, final_data_consistency
+    from .admm_tv import admm_iteration, final_data_consistency
 
-    A, y, ATy = _setup(A, y, normalise)
-    g = torch.Generator().manual_seed(int(seed))
+    A, y, ATy, g, ts, x, st = _start(A, y, prior, steps, seed, circular, normalise)
     abar = prior.abar
-    ts = _schedule(len(abar), steps)
-    x = torch.randn(ATy.shape, generator=g, dtype=torch.float32).to(ATy)
-    st = admm_init(torch.zeros_like(ATy), axes=("z",), circular=circular)
 
     def noise():
         return torch.randn(x.shape, generator=g, dtype=torch.float32).to(x)
@@ -251,7 +259,6 @@ def parallel_operator(shape_zyx, spacing_zyx, n_views: int, *, backend: str = "t
     [0, π), detector of the image diagonal (:func:`medvol.simulate.default_parallel_geometry`)."""
     from ..kernels import Projector
     from ..simulate import default_parallel_geometry
-    from .admm_tv import SliceChunked
 
     nz, ny, nx = (int(s) for s in shape_zyx)
     sz, sy, sx = (float(s) for s in spacing_zyx)
