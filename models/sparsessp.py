@@ -189,6 +189,25 @@ class _Encoder3D(nn.Module):
         return skips, self.bottom(x)
 
 
+def _decoder(dims: int, widths, bott: int, k: int, norm: str):
+    """Up-sampling (transposed conv ×2) and double-conv blocks, deepest level first."""
+    ups, decs = nn.ModuleList(), nn.ModuleList()
+    c = bott
+    for w in reversed(widths):
+        ups.append(_block(dims, c, w, 2, norm, strides=2, transposed=True))
+        decs.append(_double(dims, 2 * w, w, k, norm))
+        c = w
+    return ups, decs
+
+
+def _check_input(x, cfg, divisor: int, name: str) -> None:
+    if x.ndim != 5 or x.shape[1] != cfg.in_channels or x.shape[2] != cfg.depth_in:
+        raise ValueError(f"{name} expects B×{cfg.in_channels}×{cfg.depth_in}×H×W, "
+                         f"got {tuple(x.shape)}")
+    if x.shape[-1] % divisor or x.shape[-2] % divisor:
+        raise ValueError(f"H, W must be divisible by {divisor}, got {tuple(x.shape[-2:])}")
+
+
 class SparseSSP(nn.Module):
     """``model(x: B×C_in×D_in×H×W) -> B×C_out×D_out×H×W`` (H, W divisible by ``2**levels``)."""
 
@@ -205,22 +224,12 @@ class SparseSSP(nn.Module):
         self.skip_gates = nn.ModuleList(
             _block(2, w * d, w, k, norm) for w, d in zip(widths, depths[:-1]))
         self.bottom_gate = _block(2, bott * depths[-1], bott, k, norm)
-        self.ups = nn.ModuleList()
-        self.decs = nn.ModuleList()
-        c = bott
-        for w in reversed(widths):
-            self.ups.append(_block(2, c, w, 2, norm, strides=2, transposed=True))
-            self.decs.append(_double(2, 2 * w, w, k, norm))
-            c = w
+        self.ups, self.decs = _decoder(2, widths, bott, k, norm)
         self.head = nn.Conv2d(widths[0], cfg.out_channels * cfg.depth_out, k, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_channels or x.shape[2] != cfg.depth_in:
-            raise ValueError(f"SparseSSP expects B×{cfg.in_channels}×{cfg.depth_in}×H×W, "
-                             f"got {tuple(x.shape)}")
-        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
-            raise ValueError(f"H, W must be divisible by {self.divisor}, got {tuple(x.shape[-2:])}")
+        _check_input(x, cfg, self.divisor, "SparseSSP")
         skips, y = self.encoder(x)
         y = self.bottom_gate(fold_depth(y))
         for up, dec, gate, s in zip(self.ups, self.decs, reversed(self.skip_gates),
@@ -241,13 +250,7 @@ class FNet3D(nn.Module):
         k, norm = cfg.kernel, cfg.norm
         self.divisor = 2 ** len(widths)
         self.encoder = _Encoder3D(cfg.in_channels, widths, bott, k, norm)
-        self.ups = nn.ModuleList()
-        self.decs = nn.ModuleList()
-        c = bott
-        for w in reversed(widths):
-            self.ups.append(_block(3, c, w, 2, norm, strides=2, transposed=True))
-            self.decs.append(_double(3, 2 * w, w, k, norm))
-            c = w
+        self.ups, self.decs = _decoder(3, widths, bott, k, norm)
         self.head = nn.Conv3d(widths[0], cfg.out_channels, k, padding=k // 2)
         self.project = None
         if cfg.depth_out == 1 and cfg.depth_in > 1:
@@ -256,11 +259,7 @@ class FNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_channels or x.shape[2] != cfg.depth_in:
-            raise ValueError(f"FNet3D expects B×{cfg.in_channels}×{cfg.depth_in}×H×W, "
-                             f"got {tuple(x.shape)}")
-        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
-            raise ValueError(f"H, W must be divisible by {self.divisor}, got {tuple(x.shape[-2:])}")
+        _check_input(x, cfg, self.divisor, "FNet3D")
         skips, y = self.encoder(x)
         for up, dec, s in zip(self.ups, self.decs, reversed(skips)):
             y = dec(torch.cat([up(y), s], dim=1))
