@@ -65,6 +65,13 @@ def simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
         data = torch.from_numpy(x_true)[None]
     else:
         vol_shape, spacing, data = (ny, nx), (sy, sx), torch.from_numpy(x_true)
+    # declared sizes before anything is allocated: the full angle list and the sparse sinogram
+    # (detector width bounded by twice the larger in-plane size; the default covers the diagonal)
+    from ..io.budget import check_volume
+
+    check_volume((full_views,), 8, what="the full-view angle list")
+    check_volume((nz, -(-full_views // views), 2 * max(ny, nx, nz)), 4,
+                 what="the simulated sparse-view sinogram")
     g_full = default_geometry(geometry, vol_shape, spacing, full_views)
     return SimSetup(ref, ct, x_true, g_full.subsample(views), vol_shape, spacing, data)
 

@@ -179,3 +179,22 @@ def test_values_are_finite_after_rescale(tmp_path):
     G.write_series(tmp_path / "in", ds)
     with pytest.raises(DicomError, match="RescaleSlope"):
         read_dicom_series(tmp_path / "in")
+
+
+def test_huge_view_counts_are_refused_before_allocation(tmp_path, capsys):
+    """``--full-views 2e9``: the angle list alone would be 16 GB; refused by the size budget
+    (exit 8), not by running out of memory."""
+    import numpy as np
+
+    from medvol.cli import main
+    from medvol.io import write
+    from medvol.volume import Volume
+
+    vol = tmp_path / "v.nrrd"
+    write(Volume(np.zeros((2, 32, 32), np.float32), spacing=(1.0, 1.0, 1.0)), vol)
+    code = main(["recon", str(vol), "-o", str(tmp_path / "out"), "--method", "fbp",
+                 "--geometry", "parallel", "--views", "16", "--full-views", "2000000000"])
+    assert code == 8
+    err = capsys.readouterr().err
+    assert "angle list" in err and "budget" in err, err        # the budget, not a MemoryError
+    assert not (tmp_path / "out").exists()
