@@ -67,3 +67,12 @@ def sample_data() -> Path:
 def ge_ct_dir(sample_data) -> Path:
     """Bundled GE head CT DICOM series (28 slices, gantry tilt)."""
     return require_path(sample_data / "dicom" / "ct_head_ge_tilt", "bundled GE head CT DICOM")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run ``tests/hostile`` first. Its peak-RSS assert reads each CLI child's ``ru_maxrss``,
+    and on Linux a forked child's peak starts at the parent's RSS at fork time; this process is
+    smallest before the in-process tests have loaded torch models. (So the measure is an upper
+    bound of the child's own peak, never an underestimate.) Stable sort: the order is otherwise
+    unchanged."""
+    items.sort(key=lambda item: 0 if "hostile" in item.path.parts else 1)
