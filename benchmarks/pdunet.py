@@ -1,23 +1,32 @@
-"""PD-UNet vs Learned Primal-Dual vs FBP on held-out real slices, CT ×16 and MRI ×16; and the
-inference time of the paper-size PD-UNet per 256² slice with its FLOPs.
+"""PD-UNet vs Learned Primal-Dual vs tuned classical methods on held-out **patients**, CT ×16
+and radial MRI ×16; and the inference time of the paper-size PD-UNet per 256² slice.
 
 Usage::
 
-    .venv/bin/python benchmarks/pdunet.py                 # quality table (shipped weights)
+    .venv/bin/python benchmarks/pdunet.py --tune          # choose classical parameters on the
+                                                           # TRAINING patients → pdunet_classical.json
+    .venv/bin/python benchmarks/pdunet.py                 # per-patient tables (shipped weights)
+    .venv/bin/python benchmarks/pdunet.py --noise 1e5     # + the CT table with Poisson noise
+    .venv/bin/python benchmarks/pdunet.py --weights-dir DIR --md out.md --json out.json
     .venv/bin/python benchmarks/pdunet.py --timing        # + paper-size inference timing
-    .venv/bin/python benchmarks/pdunet.py --weights-dir .cache/pdunet/export --json out.json
     .venv/bin/python benchmarks/pdunet.py --data DIR      # data root (default ../shared/data)
 
-Test data (never used in training; see medvol/recon/pdunet_data.py; CT from --data DIR):
-  CT ×16 — 6 acquired slices (instances 16–21, z = 69…106 mm) of the GE head CT, 128², fan beam,
-           23 of 360 views; the other 22 slices of that (only) CT subject trained the networks.
-  MRI ×16 — axial slices of nilearn's MNI152 T1 template (another subject/volume than the stroke
-           T1/T2/FLAIR training volumes), 128², 16 of 256 radial spokes via NUFFT → sinogram.
+Cohorts and splits: :mod:`medvol.recon.pdunet_cohort` (split by patient; test CT = 12 TCGA-LUAD
+chest patients + the head CT + the abdomen CT, up to 6 slices each; test MRI = 3 IXI subjects +
+the MNI152 template). No test patient is in the training split of the networks or of the
+classical-parameter search.
 
-SSIM: Gaussian window σ = 1.5 (11 px), K1 0.01, K2 0.03, **data_range = max − min of the
-ground-truth slice** (the dival/standard rule). The reference repository's rule (max − min of the
-*prediction*) is printed as a second column for comparison. PSNR uses the same GT range.
-All reconstructions are clipped at 0 (attenuation / magnitude cannot be negative).
+Classical baselines, parameters chosen on training patients (``--tune``; one slice from each of
+8 training subjects, best mean SSIM over a grid), then fixed: CT — FBP (Hann), SIRT and CGLS
+(iteration count), TV-PDHG (``lam`` in ``medvol recon --lam`` units, i.e. × the 99.5th percentile
+of the FBP image, and iteration count). MRI — gridding (density-compensated NUFFT adjoint), FBP of
+the Fourier-slice sinogram, CGLS and TV-PDHG on k-space through :class:`medvol.mri.RadialNUFFT`.
+
+Metrics per slice, averaged per patient; tables give mean ± std **over patients**: SSIM (Gaussian
+σ 1.5, data range = max − min of the ground-truth slice), PSNR (same range), RMSE in HU (CT:
+``1000·RMSE(μ)/μ_water``), seconds per slice (each slice alone, same thread count for all
+methods). Reconstructions are clipped at 0. Paired per-patient wins and Wilcoxon p-values compare
+PD-UNet with TV, LPD, and LPD with FBP.
 """
 from __future__ import annotations
 
@@ -32,11 +41,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data"     # passed explicitly to the library
+PARAMS = Path(__file__).with_name("pdunet_classical.json")
+TV_LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
+TV_ITERS = (100, 200, 300, 500)
+SIRT_ITERS = (25, 50, 100, 200, 400)
+CGLS_ITERS = (3, 5, 8, 12, 20, 30)
+LEARNED = (("LPD", "lpd"), ("PD-UNet", "pdunet"))
 
 
-def _stats(v):
+def _stats(v, fmt="{:.4f}"):
     v = np.asarray(v, dtype=float)
-    return f"{v.mean():.4f} ± {v.std():.4f}"
+    return f"{fmt.format(v.mean())} ± {fmt.format(v.std())}"
 
 
 def _weights(weights_dir: Path | None, name: str) -> Path:
@@ -45,73 +60,266 @@ def _weights(weights_dir: Path | None, name: str) -> Path:
     return (weights_dir or _weights_dir()) / f"{name}.safetensors"
 
 
-def evaluate(task_name: str, weights_dir: Path | None, batch: int = 8,
-             data: Path = DEFAULT_DATA) -> dict:
+def _ssim(r, g):
+    from medvol.metrics import ssim
+
+    return ssim(np.clip(r, 0, None), g, data_range=float(g.max() - g.min()))
+
+
+def _psnr(r, g):
+    from medvol.metrics import psnr
+
+    return psnr(np.clip(r, 0, None), g, data_range=float(g.max() - g.min()))
+
+
+# --------------------------------------------------------------------------- problems
+class _Problem:
+    """One task's operators and per-slice simulation (CT: fan beam; MRI: radial NUFFT)."""
+
+    def __init__(self, task_name: str, noise_i0: float | None = None):
+        from medvol.recon.pdunet import task_operator
+        from medvol.recon.pdunet_data import get_task
+
+        self.task = get_task(task_name)
+        self.op = task_operator(self.task)
+        self.noise_i0 = noise_i0
+        self.nufft = None
+        if self.task.modality == "mri":
+            from medvol.mri import RadialNUFFT
+
+            self.nufft = RadialNUFFT(self.task.sparse_trajectory(), (self.task.image_size,) * 2,
+                                     pixel=self.task.pixel)
+            self.nufft_norm = float(self.nufft.norm())
+        self.op_norm = float(self.op.norm())
+
+    def simulate(self, gt: np.ndarray, seed: int):
+        """→ (sinogram (views, bins), raw data for the classical solvers)."""
+        from medvol.recon.pdunet_data import add_poisson_noise, simulate_sparse
+
+        if self.task.modality == "ct":
+            y = simulate_sparse(self.task, gt[None], self.op)[0]
+            if self.noise_i0:
+                y = add_poisson_noise(y, self.noise_i0, np.random.default_rng(seed))
+            return y, y
+        from medvol.mri.radial import default_n_det, kspace_to_sinogram, nufft_forward
+
+        tr = self.task.sparse_trajectory()
+        k = nufft_forward(gt, tr, pixel=self.task.pixel, eps=1e-6)
+        y = kspace_to_sinogram(k, n_det=default_n_det(self.task.image_size, tr.n_read),
+                               pixel=self.task.pixel).astype(np.float32)
+        return y, k
+
+    def classical(self, name: str, y, raw, params: dict, callback=None, n_iter=None):
+        import torch
+
+        from medvol.recon.iterative import cgls, sirt, tv_pdhg
+        from medvol.recon.registry import tv_lambda
+
+        with torch.inference_mode():
+            fbp = self.op.fbp(torch.from_numpy(y)).numpy()
+        if name == "FBP (Hann)":
+            return fbp
+        if name == "gridding":
+            from medvol.mri.radial import gridding_recon
+
+            return gridding_recon(raw, self.task.sparse_trajectory(),
+                                  (self.task.image_size,) * 2, pixel=self.task.pixel)
+        A, data, norm = (self.op, y, self.op_norm) if self.nufft is None else \
+            (self.nufft, raw, self.nufft_norm)
+        if name == "SIRT":
+            return sirt(A, data, n_iter or params["sirt_iters"], nonneg=True, progress=False,
+                        callback=callback)
+        if name == "CGLS":
+            return cgls(A, data, n_iter or params["cgls_iters"], progress=False,
+                        callback=callback)
+        if name == "TV":
+            lam = params["tv_lam"] if isinstance(params.get("tv_lam"), float) else params["lam"]
+            scale_img = fbp if self.nufft is None else self.classical("gridding", y, raw, params)
+            return tv_pdhg(A, data, lam=tv_lambda(lam, scale_img),
+                           n_iter=n_iter or params["tv_iters"], nonneg=True, progress=False,
+                           op_norm=norm, callback=callback)
+        raise KeyError(name)
+
+    def methods(self) -> list[str]:
+        if self.nufft is None:
+            return ["FBP (Hann)", "SIRT", "CGLS", "TV"]
+        return ["gridding", "FBP (Hann)", "CGLS", "TV"]
+
+
+def _tuning_slices(task, data) -> list[np.ndarray]:
+    from medvol.recon.pdunet_cohort import ct_subjects, mri_subjects
+
+    subs = (ct_subjects if task.modality == "ct" else mri_subjects)(data, split="train")
+    picked, seen = [], set()
+    for s in sorted(subs, key=lambda s: (s.source != "tcga_luad" and s.source != "ixi", s.key)):
+        if len(picked) >= 8 or not s.slices:
+            continue
+        if s.source in seen and s.source not in ("tcga_luad", "ixi"):
+            continue
+        seen.add(s.source)
+        picked.append(s.slices[len(s.slices) // 2])
+    return picked
+
+
+def tune(task_name: str, data: Path, noise_i0: float | None = None) -> dict:
+    """Grid search of the classical parameters on training patients (best mean SSIM)."""
+    prob = _Problem(task_name, noise_i0)
+    gts = _tuning_slices(prob.task, data)
+    sims = [prob.simulate(g, 1000 + i) for i, g in enumerate(gts)]
+    out: dict = {"n_slices": len(gts), "grid": {}}
+
+    def sweep(name, iters, **kw):
+        scores = {n: [] for n in iters}
+        for (y, raw), g in zip(sims, gts):
+            def cb(it, x, g=g):
+                if it in scores:
+                    scores[it].append(_ssim(np.asarray(x), g))
+            prob.classical(name, y, raw, kw, callback=cb, n_iter=max(iters))
+        return {n: float(np.mean(v)) for n, v in scores.items()}
+
+    if prob.nufft is None:
+        g = sweep("SIRT", SIRT_ITERS)
+        out["grid"]["SIRT"] = g
+        out["sirt_iters"] = max(g, key=g.get)
+    g = sweep("CGLS", CGLS_ITERS)
+    out["grid"]["CGLS"] = g
+    out["cgls_iters"] = max(g, key=g.get)
+    best = (-1.0, None, None)
+    out["grid"]["TV"] = {}
+    for lam in TV_LAMS:
+        g = sweep("TV", TV_ITERS, lam=lam)
+        out["grid"]["TV"][str(lam)] = g
+        for n, v in g.items():
+            if v > best[0]:
+                best = (v, lam, n)
+        print(f"  TV lam {lam}: " + ", ".join(f"{n} it {v:.4f}" for n, v in g.items()),
+              flush=True)
+    out["tv_lam"], out["tv_iters"] = float(best[1]), int(best[2])
+    print(f"  {task_name}{'' if not noise_i0 else f' I0={noise_i0:g}'}: chosen "
+          + ", ".join(f"{k}={out[k]}" for k in ("sirt_iters", "cgls_iters", "tv_lam", "tv_iters")
+                      if k in out), flush=True)
+    return out
+
+
+def _key(task_name, noise_i0):
+    return task_name if not noise_i0 else f"{task_name}@I0={noise_i0:g}"
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path = DEFAULT_DATA,
+             noise_i0: float | None = None) -> dict:
+    """Every method on every held-out slice; metrics per slice and per patient."""
     import torch
 
-    from medvol.recon.pdunet_data import get_task, simulate_sparse, task_images
     from medvol.learned.weights import load_weights
-    from medvol.metrics import psnr, ssim
-    from medvol.recon.pdunet import task_operator
+    from medvol.recon.pdunet_cohort import ct_subjects, mri_subjects
+    from medvol.simulate import MU_WATER_70KEV
 
-    task = get_task(task_name)
-    gt = np.stack(task_images(task, "test", data=data))
-    op = task_operator(task)
-    y = simulate_sparse(task, gt, op)
-    yt = torch.from_numpy(y)
-    recs = {}
-    with torch.inference_mode():
-        recs["FBP (Hann)"] = op.fbp(yt).numpy()
-        for label, arch in (("LPD", "lpd"), ("PD-UNet", "pdunet")):
-            p = _weights(weights_dir, f"{arch}_{task_name}")
-            if not p.exists():
-                print(f"  (no weights {p}; skipping {label})")
-                continue
-            model, meta = load_weights(p, arch=arch)
-            outs = []
-            t0 = time.perf_counter()
-            for i in range(0, len(y), batch):
-                outs.append(model(yt[i:i + batch], op).numpy())
-            recs[label] = np.concatenate(outs)
-            recs[label + "_s"] = (time.perf_counter() - t0) / len(y)
-    res = {"task": task_name, "n_test": int(len(gt)), "methods": {}}
-    for name, rec in recs.items():
-        if name.endswith("_s"):
-            continue
-        rec = np.clip(rec, 0, None)
-        s_gt, s_pred, ps = [], [], []
-        for r, g in zip(rec, gt):
-            rng = float(g.max() - g.min())
-            s_gt.append(ssim(r, g, data_range=rng))
-            s_pred.append(ssim(r, g, data_range=max(float(r.max() - r.min()), 1e-12)))
-            ps.append(psnr(r, g, data_range=rng))
-        res["methods"][name] = dict(ssim=s_gt, ssim_predrange=s_pred, psnr=ps,
-                                    sec_per_slice=recs.get(name + "_s"))
-    return res
+    prob = _Problem(task_name, noise_i0)
+    subs = (ct_subjects if prob.task.modality == "ct" else mri_subjects)(data, split="test")
+    models = {}
+    for label, arch in LEARNED:
+        p = _weights(weights_dir, f"{arch}_{task_name}")
+        if p.exists():
+            models[label] = load_weights(p, arch=arch)[0].eval()
+        else:
+            print(f"  (no weights {p}; skipping {label})")
+    names = prob.methods() + list(models)
+    rows = []
+    for si, sub in enumerate(subs):
+        for k, gt in enumerate(sub.slices):
+            y, raw = prob.simulate(gt, 10_000 * si + k)
+            for name in names:
+                t0 = time.perf_counter()
+                if name in models:
+                    with torch.inference_mode():
+                        rec = models[name](torch.from_numpy(y[None]), prob.op)[0].numpy()
+                else:
+                    rec = np.asarray(prob.classical(name, y, raw, params))
+                dt = time.perf_counter() - t0
+                rec = np.clip(np.asarray(rec, np.float64), 0, None)
+                r = dict(subject=sub.key, region=sub.region, source=sub.source, slice=k,
+                         method=name, ssim=_ssim(rec, gt), psnr=_psnr(rec, gt), seconds=dt)
+                if prob.task.modality == "ct":
+                    r["rmse_hu"] = float(np.sqrt(np.mean((rec - gt) ** 2)) / MU_WATER_70KEV
+                                         * 1000.0)
+                rows.append(r)
+        print(f"  {task_name}: patient {si + 1}/{len(subs)} ({sub.region}) done", flush=True)
+    return {"task": task_name, "noise_i0": noise_i0, "params": params, "methods": names,
+            "rows": rows}
 
 
-def print_table(res: dict) -> None:
+def _per_subject(rows, method, metric, region=None):
+    by: dict[str, list] = {}
+    for r in rows:
+        if r["method"] == method and (region is None or r["region"] == region):
+            by.setdefault(r["subject"], []).append(r[metric])
+    keys = sorted(by)
+    return keys, np.array([np.mean(by[k]) for k in keys])
+
+
+def _paired(rows, a, b, metric, region=None):
     from scipy.stats import wilcoxon
 
-    m = res["methods"]
-    print(f"\n### {res['task']}  (n = {res['n_test']} held-out slices, 128²)")
-    print(f"{'method':<12} {'SSIM (GT range)':>18} {'SSIM (pred range)':>18} {'PSNR dB':>16} "
-          f"{'s/slice':>8}")
-    for name, v in m.items():
-        t = v["sec_per_slice"]
-        print(f"{name:<12} {_stats(v['ssim']):>18} {_stats(v['ssim_predrange']):>18} "
-              f"{np.mean(v['psnr']):7.2f} ± {np.std(v['psnr']):5.2f} "
-              f"{'' if t is None else f'{t:8.3f}'}")
-    order = [k for k in ("PD-UNet", "LPD", "FBP (Hann)") if k in m]
-    for a, b in zip(order, order[1:]):
-        d = np.array(m[a]["ssim"]) - np.array(m[b]["ssim"])
-        dp = np.array(m[a]["psnr"]) - np.array(m[b]["psnr"])
-        try:
-            p = wilcoxon(m[a]["ssim"], m[b]["ssim"]).pvalue
-        except ValueError:
-            p = float("nan")
-        print(f"  {a} − {b}: ΔSSIM {d.mean():+.4f} (wins {int((d > 0).sum())}/{d.size}, "
-              f"Wilcoxon p = {p:.2g}), ΔPSNR {dp.mean():+.2f} dB")
+    _, va = _per_subject(rows, a, metric, region)
+    _, vb = _per_subject(rows, b, metric, region)
+    d = va - vb
+    try:
+        p = wilcoxon(va, vb).pvalue if d.size >= 2 and np.any(d != 0) else float("nan")
+    except ValueError:
+        p = float("nan")
+    return d, p
+
+
+def table(res: dict, region: str | None = None) -> str:
+    rows = res["rows"]
+    subj = {r["subject"] for r in rows if region is None or r["region"] == region}
+    nsl = len({(r["subject"], r["slice"]) for r in rows
+               if region is None or r["region"] == region})
+    ct = res["task"].startswith("ct")
+    noise = f", Poisson noise I₀ = {res['noise_i0']:g}" if res["noise_i0"] else ", noise-free"
+    p = res["params"]
+    head = (f"\n#### {res['task']}{noise} — {region or 'all regions'}: {len(subj)} held-out "
+            f"patients, {nsl} slices (mean ± std over patients)\n")
+    cols = ["method", "SSIM", "PSNR dB"] + (["RMSE HU"] if ct else []) + ["s / slice"]
+    out = [head, "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for m in res["methods"]:
+        label = m
+        if m == "TV":
+            label = f"TV (lam {p['tv_lam']:g}, {p['tv_iters']} it.)"
+        elif m == "SIRT":
+            label = f"SIRT ({p['sirt_iters']} it.)"
+        elif m == "CGLS":
+            label = f"CGLS ({p['cgls_iters']} it.)"
+        cells = [label, _stats(_per_subject(rows, m, "ssim", region)[1]),
+                 _stats(_per_subject(rows, m, "psnr", region)[1], "{:.2f}")]
+        if ct:
+            cells.append(_stats(_per_subject(rows, m, "rmse_hu", region)[1], "{:.1f}"))
+        cells.append(f"{np.mean(_per_subject(rows, m, 'seconds', region)[1]):.3f}")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    for a, b in (("PD-UNet", "TV"), ("PD-UNet", "LPD"), ("LPD", "FBP (Hann)"),
+                 ("LPD", "gridding")):
+        if a not in res["methods"] or b not in res["methods"]:
+            continue
+        ds, ps = _paired(rows, a, b, "ssim", region)
+        dp, pp = _paired(rows, a, b, "psnr", region)
+        out.append(f"- {a} − {b}: ΔSSIM {ds.mean():+.4f} (patients won {int((ds > 0).sum())}/"
+                   f"{ds.size}, Wilcoxon p = {ps:.2g}); ΔPSNR {dp.mean():+.2f} dB (won "
+                   f"{int((dp > 0).sum())}/{dp.size}, p = {pp:.2g})")
+    if "PD-UNet" in res["methods"] and "TV" in res["methods"]:
+        tv = np.mean(_per_subject(rows, "TV", "seconds", region)[1])
+        pd = np.mean(_per_subject(rows, "PD-UNet", "seconds", region)[1])
+        out.append(f"- time per slice: TV / PD-UNet = {tv / pd:.1f}×")
+    return "\n".join(out)
+
+
+def report(res: dict) -> str:
+    regions = sorted({r["region"] for r in res["rows"]})
+    parts = [table(res)]
+    if len(regions) > 1:
+        parts += [table(res, reg) for reg in regions]
+    return "\n".join(parts)
 
 
 def _compiled_copy(model):
@@ -192,13 +400,14 @@ def accuracy_of_fast_paths(weights_dir=None, data: Path = DEFAULT_DATA) -> dict:
     """SSIM of the shipped CT PD-UNet on the held-out slices: fp32 eager vs bf16 vs compiled."""
     import torch
 
-    from medvol.recon.pdunet_data import ct_slices, get_task, simulate_sparse
     from medvol.learned.weights import load_weights
     from medvol.metrics import ssim
     from medvol.recon.pdunet import task_operator
+    from medvol.recon.pdunet_cohort import cohort_slices, ct_subjects
+    from medvol.recon.pdunet_data import get_task, simulate_sparse
 
     task = get_task("ct_x16")
-    gt = np.stack(ct_slices("test", data=data))
+    gt = np.stack(cohort_slices(ct_subjects(data, split="test")))
     op = task_operator(task)
     y = torch.from_numpy(simulate_sparse(task, gt, op))
     model, _ = load_weights(_weights(weights_dir, "pdunet_ct_x16"))
@@ -238,23 +447,45 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=["ct_x16", "mri_x16"])
     ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--tune", action="store_true",
+                    help="choose the classical parameters on training patients and write "
+                         f"{PARAMS.name}")
+    ap.add_argument("--noise", type=float, default=None,
+                    help="also evaluate CT with Poisson noise at this I0 (e.g. 1e5)")
     ap.add_argument("--timing", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--md", type=Path, default=None, help="write the tables here (Markdown)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="training/test data root (default ../shared/data)")
     a = ap.parse_args(argv)
     import torch
-    torch.set_num_threads(2)
-    print("SSIM data range = max − min of the ground-truth slice (standard); "
-          "'pred range' = the reference repo's rule. PSNR with the GT range.")
+    torch.set_num_threads(a.threads)
+    runs = [(t, None) for t in a.tasks]
+    if a.noise and "ct_x16" in a.tasks:
+        runs.append(("ct_x16", a.noise))
+    params = json.loads(PARAMS.read_text()) if PARAMS.exists() else {}
+    if a.tune:
+        for t, i0 in runs:
+            params[_key(t, i0)] = tune(t, a.data, i0)
+        PARAMS.write_text(json.dumps(params, indent=1) + "\n")
+        print(f"wrote {PARAMS}")
     out = {"quality": []}
-    for t in a.tasks:
-        r = evaluate(t, a.weights_dir, data=a.data)
-        print_table(r)
+    md = []
+    for t, i0 in runs:
+        if _key(t, i0) not in params:
+            print(f"no classical parameters for {_key(t, i0)}: run with --tune first")
+            return 2
+        r = evaluate(t, a.weights_dir, params[_key(t, i0)], a.data, i0)
+        txt = report(r)
+        print(txt, flush=True)
+        md.append(txt)
         out["quality"].append(r)
     if a.timing:
         out["timing"] = timing()
         out["fast_path_accuracy"] = accuracy_of_fast_paths(a.weights_dir, a.data)
+    if a.md:
+        a.md.write_text("\n\n".join(md) + "\n")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

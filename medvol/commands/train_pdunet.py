@@ -10,8 +10,11 @@ import typer
 
 def train_pdunet(
     data: Optional[Path] = typer.Option(None, "--data", help="Training-data root (default: "
-                                        "$MEDVOL_DATA). ct_x16 reads DIR/dicom/ct_head_ge_tilt/"
-                                        "*.dcm, mri_x16 reads DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz."),
+                                        "$MEDVOL_DATA). The training patients of the task's "
+                                        "cohort are read: ct_x16 DIR/ct/tcga_luad_slices, "
+                                        "DIR/ct/totalseg; mri_x16 DIR/mri/ixi10/t1, "
+                                        "DIR/mri/stroke (split by patient, see "
+                                        "medvol.recon.pdunet_cohort)."),
     task: str = typer.Option("ct_x16", help="ct_x16 (fan-beam CT, 23 of 360 views) or mri_x16 "
                              "(radial MRI, 16 of 256 spokes)."),
     arch: str = typer.Option("pdunet", help="pdunet | lpd (Learned Primal-Dual baseline)."),
@@ -28,8 +31,15 @@ def train_pdunet(
     threads: int = typer.Option(1, help="torch threads."),
     export: Optional[Path] = typer.Option(None, help="Write the weights here (.safetensors)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --export file."),
+    init: Optional[str] = typer.Option(None, help="Start from these weights (shipped name or "
+                                       ".safetensors path, same --arch)."),
+    noise_i0: Optional[float] = typer.Option(None, help="CT: photons per ray of the Poisson "
+                                             "noise added to a fraction --p-noise of the "
+                                             "training sinograms."),
+    p_noise: float = typer.Option(0.0, help="CT: fraction of noisy training sinograms."),
 ) -> None:
-    """Train PD-UNet / LPD on real CT or MRI slices with rotation augmentation.
+    """Train PD-UNet / LPD on many patients' real CT or MRI slices (rotation, flip, zoom and
+    intensity augmentation; sparse data re-simulated every step).
 
     Example: medvol train pdunet --data DATA_DIR --task ct_x16 --steps 1500
     --export weights/pdunet_ct_x16.safetensors
@@ -38,6 +48,7 @@ def train_pdunet(
 
     res = job(task, arch, data=data, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
               run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
-              overwrite=overwrite, progress=lambda s: typer.echo(s))
+              overwrite=overwrite, init=init, noise_i0=noise_i0, p_noise=p_noise,
+              progress=lambda s: typer.echo(s))
     typer.echo(f"{'finished' if res.finished else 'paused'} at step {res.steps_done}; "
                f"loss curve: {res.extra['loss_curve']}")

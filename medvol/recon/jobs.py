@@ -119,6 +119,10 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
         y = torch.from_numpy(add_poisson_noise(y, I0, seed=seed)).to(y.dtype)
     record["seconds_project"] = round(time.perf_counter() - t0, 3)
 
+    if method == "pdunet" and not ct:
+        log.warning("pdunet: this volume is not CT (no HU) but the fan-beam simulation uses CT "
+                    "weights — expect degraded results; for radial MRI reconstruct k-space "
+                    "(spokes.h5), which uses %s", "pdunet_mri_x16")
     lam_eff = tv_lambda(lam, x_true)      # the truth is known: scale from the reference
     t0 = time.perf_counter()
     x = reconstruct(A, y, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress,

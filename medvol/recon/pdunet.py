@@ -25,7 +25,7 @@ from ..errors import GeometryError, InputError, OutputExistsError, WeightsError
 
 __all__ = ["pdunet_reconstruct", "pdunet_reconstruct_kspace", "kspace_to_model_input",
            "pdunet_operator", "attach_fbp", "task_operator", "load_pdunet", "default_config",
-           "train_pdunet", "PRETRAINED", "ARCHS"]
+           "train_pdunet", "PRETRAINED", "ARCHS", "weights_for_modality"]
 
 log = logging.getLogger("medvol.recon.pdunet")
 
@@ -85,15 +85,32 @@ def _cached(name: str):
     return load_pdunet(name)
 
 
-def _check_task(info, A, what: str) -> None:
+def weights_for_modality(modality: str | None, arch: str = "pdunet") -> str:
+    """The shipped weights for an input modality: CT (DICOM ``CT``, HU volumes, sinograms) →
+    ``<arch>_ct_x16``; MR (radial k-space) → ``<arch>_mri_x16``."""
+    if arch not in ARCHS:
+        raise InputError(f"unknown architecture {arch!r}; use 'pdunet' or 'lpd'")
+    return f"{arch}_{'mri' if str(modality or '').upper() in ('MR', 'MRI') else 'ct'}_x16"
+
+
+def _check_task(info, A, what: str, modality: str | None = None) -> None:
+    """One warning line when the input differs from what the weights were trained on (grid,
+    geometry/sinogram shape, modality), with what to do."""
     task = info.task if isinstance(info.task, dict) else {}
     n = task.get("image_size")
     shape = tuple(A.domain_shape)
     if len(shape) != 2:
         raise GeometryError(f"{what}: PD-UNet reconstructs 2D slices; got an operator on {shape}")
+    fix = ("reconstruct on the weights' grid (medvol recon resamples volumes to it), or retrain "
+           "for your acquisition with `medvol train pdunet`")
+    trained = task.get("modality")
+    if modality and trained and (str(modality).upper() in ("MR", "MRI")) != (trained == "mri"):
+        log.warning("%s: the input is %s but the weights were trained on %s — expect degraded "
+                    "results; use --weights %s", what, modality, trained.upper(),
+                    weights_for_modality(modality, info.arch))
     if n and shape != (n, n):
-        log.warning("%s: weights were trained on %dx%d images, operator grid is %s — "
-                    "expect degraded results", what, n, n, shape)
+        log.warning("%s: weights were trained on %dx%d images, the input grid is %dx%d — expect "
+                    "degraded results; %s", what, n, n, shape[0], shape[1], fix)
     name = task.get("name")
     if name:
         from .pdunet_data import TASKS
@@ -103,14 +120,15 @@ def _check_task(info, A, what: str) -> None:
             g = t.geometry()
             if (type(g) is not type(A.geometry)
                     or tuple(g.sino_shape) != tuple(A.geometry.sino_shape)):
-                log.warning("%s: weights were trained for %s %s sinograms (%s), the operator is "
-                            "%s %s — expect degraded results", what, type(g).__name__,
-                            g.sino_shape, name, type(A.geometry).__name__,
-                            tuple(A.geometry.sino_shape))
+                log.warning("%s: weights were trained for %s sinograms of %s (views, bins), the "
+                            "input is %s %s — expect degraded results; %s", what,
+                            type(g).__name__, g.sino_shape, type(A.geometry).__name__,
+                            tuple(A.geometry.sino_shape), fix)
 
 
 # --------------------------------------------------------------------------- inference
-def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
+def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
+                       modality: str | None = None):
     """Reconstruct 2D slices from (sparse) sinograms with a pretrained PD-UNet (or LPD).
 
     Parameters
@@ -124,6 +142,8 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
     weights : shipped name (``pdunet_ct_x16``, ``pdunet_mri_x16``, ``lpd_ct_x16``,
         ``lpd_mri_x16``) or a ``.safetensors`` path.
     batch : slices per forward pass.
+    modality : the input's modality (``CT``/``MR``), if known: a mismatch with the weights'
+        training modality is warned about (one line, with the weights to use).
 
     Returns
     -------
@@ -140,7 +160,7 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8):
     import torch
 
     model, info = _cached(str(weights))
-    _check_task(info, A, "pdunet_reconstruct")
+    _check_task(info, A, "pdunet_reconstruct", modality)
     is_np = not isinstance(y, torch.Tensor)
     yt = torch.as_tensor(np.asarray(y, dtype=np.float32)) if is_np else y.detach().float().cpu()
     want = tuple(A.geometry.sino_shape)
@@ -181,7 +201,7 @@ def pdunet_reconstruct_kspace(kspace, trajectory, *, weights: str = "pdunet_mri_
     256) with 256 readout samples and images normalised to max 1.
     """
     sino, A = kspace_to_model_input(kspace, trajectory, image_size=image_size, pixel=pixel)
-    return pdunet_reconstruct(A, sino, weights=weights)
+    return pdunet_reconstruct(A, sino, weights=weights, modality="MR")
 
 
 # --------------------------------------------------------------------------- training
@@ -205,7 +225,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                  time_limit_s: float | None = None, threads: int = 1, log_every: int = 25,
                  checkpoint_every: int = 100, export: str | os.PathLike | None = None,
                  overwrite: bool = False, images: list | None = None,
-                 progress: bool | Callable[[str], None] = True):
+                 init: str | os.PathLike | None = None, noise_i0: float | None = None,
+                 p_noise: float = 0.0, progress: bool | Callable[[str], None] = True):
     """Train (or resume) PD-UNet or the LPD baseline on a ×16 task — the job behind
     ``medvol train pdunet`` and the ``medvol-train-pdunet`` flow.
 
@@ -214,8 +235,9 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     task : ``"ct_x16"`` (fan-beam CT, 23 of 360 views) | ``"mri_x16"`` (radial MRI, 16 of 256
         spokes).
     arch : ``"pdunet"`` | ``"lpd"``.
-    data : training-data root (else ``$MEDVOL_DATA``); ``ct_x16`` reads
-        ``dicom/ct_head_ge_tilt/*.dcm``, ``mri_x16`` reads ``mri/stroke/{T1,T2,FLAIR}.nii.gz``.
+    data : training-data root (else ``$MEDVOL_DATA``); the training split of the task's
+        many-patient cohort is read (:mod:`medvol.recon.pdunet_cohort`: CT from
+        ``ct/tcga_luad_slices``, ``ct/totalseg``; MRI from ``mri/ixi10/t1``, ``mri/stroke``).
         Not needed when ``images`` is given.
     steps : total optimiser steps (also the cosine period). batch : slices per step.
     size : ``small`` (width 16, the shipped weights) | ``paper`` (width 32); ``config``
@@ -224,6 +246,10 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     time_limit_s : stop (checkpointed) after this many seconds.
     export : write the weights here (``.safetensors``) when the call ends.
     images : training slices ``(N, N)`` instead of the task's real data.
+    init : start from these weights (shipped name or ``.safetensors`` path; same arch) instead of
+        a random initialisation (their ``image_scale`` is kept).
+    noise_i0, p_noise : CT only — a fraction ``p_noise`` of the training sinograms gets Poisson
+        transmission noise at ``noise_i0`` photons per ray.
 
     Returns
     -------
@@ -231,7 +257,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     """
     import torch
 
-    from .pdunet_data import get_task, image_scale, make_batch, task_images
+    from .pdunet_data import get_task, image_scale, make_batch
     from ..learned.registry import build_model, config_to_dict
     from ..learned.trainer import save_loss_curve, train_loop
     from ..learned.weights import save_weights
@@ -254,14 +280,32 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         imgs = [np.asarray(im, dtype=np.float32) for im in images]
         if not imgs or any(im.shape != (t_task.image_size,) * 2 for im in imgs):
             raise InputError(f"images must be a non-empty list of {t_task.image_size}² slices")
+        split_rows = None
     else:
-        imgs = task_images(t_task, "train", data=data)
+        from .pdunet_cohort import cohort_slices, ct_subjects, mri_subjects
+
+        subs = (ct_subjects if t_task.modality == "ct" else mri_subjects)(
+            data, size=t_task.image_size, split="train")
+        imgs = cohort_slices(subs)
+        split_rows = [s.row() for s in subs]
     scale = image_scale(imgs)
     run = Path(run_dir) if run_dir is not None else Path(".cache") / "pdunet" / f"{arch}_{task}"
     torch.manual_seed(int(seed))
-    model, cfg = build_model(arch, config if config is not None else default_config(arch, size))
-    with torch.no_grad():
-        model.image_scale.fill_(scale)
+    if init is not None:
+        model, init_info = load_pdunet(init)
+        if init_info.arch != arch:
+            raise WeightsError(f"init weights are {init_info.arch!r}, not {arch!r}",
+                               hint=f"give {arch}_* weights to --init")
+        from ..learned.registry import get_model_spec
+
+        cfg = get_model_spec(arch).config_cls(**init_info.config)
+        scale = float(model.image_scale)
+        model.train()
+    else:
+        model, cfg = build_model(arch, config if config is not None
+                                 else default_config(arch, size))
+        with torch.no_grad():
+            model.image_scale.fill_(scale)
     opt = torch.optim.Adam(model.parameters(), lr=float(lr))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
     op = task_operator(t_task)
@@ -270,7 +314,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
 
     def step_fn(step: int, rng: np.random.Generator) -> dict:
         # the batch depends only on (seed, step), as in the runs that made the shipped weights
-        y, gt = make_batch(t_task, imgs, np.random.default_rng([int(seed), step]), int(batch), op)
+        y, gt = make_batch(t_task, imgs, np.random.default_rng([int(seed), step]), int(batch), op,
+                           noise_i0=noise_i0, p_noise=float(p_noise))
         y_t, gt_t = torch.from_numpy(y), torch.from_numpy(gt)
         x0 = None
         if arch == "pdunet":
@@ -281,7 +326,9 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
 
     run_config = dict(task=t_task.to_dict(), arch=arch, config=config_to_dict(cfg),
                       steps=int(steps), batch=int(batch), lr=float(lr), seed=int(seed),
-                      image_scale=scale, n_train_slices=len(imgs))
+                      image_scale=scale, n_train_slices=len(imgs),
+                      init=None if init is None else str(init),
+                      noise_i0=noise_i0, p_noise=float(p_noise))
     res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
                      steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
                      time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
@@ -294,10 +341,12 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         last = res.history[-min(len(res.history), int(log_every)):]
         save_weights(export, model.eval(), arch=arch, config=cfg, task=t_task.to_dict(),
                      data={"task": task, "split": "train", "n_train_slices": len(imgs),
-                           "read": list(t_task.data_needs) if images is None else "images"},
+                           "read": list(t_task.data_needs) if images is None else "images",
+                           "subjects": split_rows},
                      metrics={"final_l1": float(np.mean([h["loss"] for h in last]))},
                      extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
-                                seed=int(seed), image_scale=scale,
+                                seed=int(seed), image_scale=scale, init=run_config["init"],
+                                noise_i0=noise_i0, p_noise=float(p_noise),
                                 train_seconds=round(res.train_s, 1), finished=res.finished),
                      overwrite=overwrite)
         res.extra["export"] = str(export)

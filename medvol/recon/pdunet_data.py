@@ -3,25 +3,29 @@
 Tasks (128² images, the CPU-sized version of the paper's 256² setup)
 --------------------------------------------------------------------
 ``ct_x16``
-    Real head CT (GE HiSpeed, 28 acquired axial slices, 512² at 0.488 mm), each slice block-averaged
-    4×4 to 128² at 1.953 mm and converted HU → μ (1/mm, :func:`medvol.simulate.hu_to_mu`).
-    Fan beam from :func:`medvol.simulate.default_fan_geometry` with 360 views over 2π; sparsity 16
-    keeps every 16th view (23 views). The sparse sinogram is the projection of the ground truth
-    (as in the paper, no noise).
-    Split by slab (one CT subject only): the 6 acquired slices at z = 69…106 mm (instances 16–21,
-    7.4 mm apart from their neighbours) are the test set; the other 22 slices train.
+    Real CT slices of many patients (:mod:`medvol.recon.pdunet_cohort`: TCGA-LUAD chest, chest
+    CTA, PET/CT, head CT, abdomen CT; split by patient), HU → μ (1/mm,
+    :func:`medvol.simulate.hu_to_mu`), each scan's field of view resampled onto 128² pixels of
+    a nominal 1.953 mm. Fan beam from :func:`medvol.simulate.default_fan_geometry` with 360
+    views over 2π; sparsity 16 keeps every 16th view (23 views). The sparse sinogram is the
+    projection of the ground truth (as in the paper), optionally with Poisson noise at a stated
+    I₀ (:func:`add_poisson_noise`).
 ``mri_x16``
-    Real brain MRI: the stroke patient's T1, T2 and FLAIR (1 mm) train; nilearn's MNI152 T1
-    template (a different subject/volume) is the test set. Axial slices with brain content,
-    each volume divided by its maximum, zero-padded square and resized to 128².
+    Real brain MRI of several subjects (IXI T1 ×10 with the fixed 7/3 subject split, the stroke
+    patient's T1/T2/FLAIR for training, nilearn's MNI152 template for testing). Axial slices with
+    brain content, each volume divided by its maximum, zero-padded square and resized to 128².
     Radial acquisition: 256 spokes (2N) over π, 256 readout samples (2× oversampled), forward
     NUFFT (finufft); every 16th spoke kept (16 spokes); each spoke → centred inverse FFT →
     magnitude → centre crop to 182 bins (:func:`medvol.mri.kspace_to_sinogram`). Ground truth is
     the image itself (the reference used an iradon of the full sinogram instead).
 
-Augmentation (training only): a seeded parameter sampler (rotation by U[0, 2π) with p = 0.5,
-left-right flip with p = 0.5) and a deterministic transform; the sparse data are re-simulated
-from the transformed image (re-projection / re-NUFFT).
+:func:`ct_slices` / :func:`mri_slices` keep the single-subject sets of the first weights (the
+GE head CT split by slab; stroke vs MNI152) for tests on the bundled sample data.
+
+Augmentation (training only, :data:`AUGMENT`): a seeded parameter sampler (rotation U[0, 2π),
+left–right and up–down flips, field-of-view scale 0.85–1.15, intensity scale 0.9–1.1) and a
+deterministic transform; the sparse data are re-simulated from the transformed image
+(re-projection / re-NUFFT) every step.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from ..learned.data import resolve_data_root
 
 __all__ = ["CT_DATA", "MRI_DATA", "task_images", "TASKS", "Task", "get_task", "ct_slices",
            "mri_slices", "sample_augmentation", "apply_augmentation", "simulate_sparse",
-           "make_batch", "image_scale", "volume_slices"]
+           "make_batch", "image_scale", "volume_slices", "add_poisson_noise", "AUGMENT"]
 
 CT_DATA = "dicom/ct_head_ge_tilt"      # below the training-data root
 MRI_DATA = "mri/stroke"
@@ -85,8 +89,12 @@ class Task:
 
     @property
     def data_needs(self) -> tuple[str, ...]:
-        """Sub-folders of the training-data root this task reads (see the module docstring)."""
-        return (CT_DATA,) if self.modality == "ct" else (MRI_DATA,)
+        """Paths below the training-data root this task's cohort reads
+        (:mod:`medvol.recon.pdunet_cohort`)."""
+        from .pdunet_cohort import CT_SOURCES, MRI_SOURCES
+
+        src = CT_SOURCES if self.modality == "ct" else MRI_SOURCES
+        return tuple(v for v in src.values() if not v.startswith("nilearn:"))
 
     def to_dict(self) -> dict:
         return dict(name=self.name, modality=self.modality, image_size=self.image_size,
@@ -200,22 +208,56 @@ def volume_slices(vol, size: int = 128, *, modality: str = "mri", min_frac: floa
     return _brain_slices(arr, size, min_frac)
 
 
-def sample_augmentation(rng: np.random.Generator) -> dict:
-    """Random augmentation parameters (recorded; applied by :func:`apply_augmentation`)."""
-    rot = bool(rng.random() < 0.5)
-    return dict(angle_deg=float(rng.uniform(0.0, 360.0)) if rot else 0.0,
-                flip=bool(rng.random() < 0.5))
+#: Augmentation ranges (training only): rotation angle drawn with probability ``p_rotate``;
+#: ``zoom`` field-of-view scale (image content scaled about the centre, zero-padded / cropped);
+#: ``intensity`` multiplicative contrast jitter of the whole slice (window/scanner calibration).
+AUGMENT = dict(p_rotate=0.5, p_flip=0.5, p_flip_ud=0.25, zoom=(0.85, 1.15), p_zoom=0.5,
+               intensity=(0.9, 1.1), p_intensity=0.5)
+
+
+def sample_augmentation(rng: np.random.Generator, ranges: dict | None = None) -> dict:
+    """Random augmentation parameters (recorded; applied by :func:`apply_augmentation`):
+    rotation U[0°, 360°), left–right and up–down flips, field-of-view scale and intensity
+    jitter, each with the probability of :data:`AUGMENT` (or ``ranges``)."""
+    r = {**AUGMENT, **(ranges or {})}
+    rot = bool(rng.random() < r["p_rotate"])
+    p = dict(angle_deg=float(rng.uniform(0.0, 360.0)) if rot else 0.0,
+             flip=bool(rng.random() < r["p_flip"]))
+    p["flip_ud"] = bool(rng.random() < r["p_flip_ud"])
+    p["zoom"] = float(rng.uniform(*r["zoom"])) if rng.random() < r["p_zoom"] else 1.0
+    p["intensity"] = (float(rng.uniform(*r["intensity"])) if rng.random() < r["p_intensity"]
+                      else 1.0)
+    return p
 
 
 def apply_augmentation(img: np.ndarray, params: dict) -> np.ndarray:
-    from scipy.ndimage import rotate
+    """Apply :func:`sample_augmentation`'s parameters (flips, zoom about the centre, rotation,
+    intensity scale); the result is clipped at 0 and keeps the input's shape."""
+    from scipy.ndimage import affine_transform, rotate
 
     out = img
     if params.get("flip"):
         out = out[:, ::-1]
+    if params.get("flip_ud"):
+        out = out[::-1, :]
+    z = float(params.get("zoom", 1.0))
+    if z != 1.0:
+        c = (np.asarray(out.shape, float) - 1) / 2
+        out = affine_transform(np.ascontiguousarray(out), np.eye(2) / z, offset=c - c / z,
+                               order=1, mode="constant", cval=0.0)
     if params.get("angle_deg", 0.0):
         out = rotate(out, params["angle_deg"], reshape=False, order=1, mode="constant", cval=0.0)
-    return np.ascontiguousarray(np.clip(out, 0, None), dtype=np.float32)
+    out = np.clip(out, 0, None) * float(params.get("intensity", 1.0))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def add_poisson_noise(sino: np.ndarray, i0: float, rng: np.random.Generator) -> np.ndarray:
+    """Transmission noise on line integrals: ``−ln(Poisson(I₀·e^{−y}) / I₀)`` (counts < 1 are
+    set to 1, as a scanner's log step does)."""
+    if not (i0 > 0):
+        raise InputError(f"i0 must be a positive photon count, got {i0}")
+    counts = rng.poisson(float(i0) * np.exp(-np.asarray(sino, np.float64)))
+    return (-np.log(np.maximum(counts, 1) / float(i0))).astype(np.float32)
 
 
 def simulate_sparse(task: Task, images: np.ndarray, op=None) -> np.ndarray:
@@ -234,8 +276,12 @@ def simulate_sparse(task: Task, images: np.ndarray, op=None) -> np.ndarray:
 
 
 def make_batch(task: Task, images: list[np.ndarray], rng: np.random.Generator, batch: int,
-               op=None, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``batch`` slices (with augmentation) → ``(sinograms, ground_truth)``."""
+               op=None, augment: bool = True, *, noise_i0: float | None = None,
+               p_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``batch`` slices (with augmentation) → ``(sinograms, ground_truth)``.
+
+    CT only: with probability ``p_noise`` a sinogram gets Poisson transmission noise at
+    ``noise_i0`` photons per ray (:func:`add_poisson_noise`)."""
     idx = rng.integers(0, len(images), size=batch)
     gts = []
     for i in idx:
@@ -244,14 +290,23 @@ def make_batch(task: Task, images: list[np.ndarray], rng: np.random.Generator, b
             im = apply_augmentation(im, sample_augmentation(rng))
         gts.append(im)
     gt = np.stack(gts)
-    return simulate_sparse(task, gt, op), gt
+    y = simulate_sparse(task, gt, op)
+    if noise_i0 and p_noise > 0 and task.modality == "ct":
+        for b in range(len(y)):
+            if rng.random() < p_noise:
+                y[b] = add_poisson_noise(y[b], noise_i0, rng)
+    return y, gt
 
 
 def task_images(task: Task, split: str = "train", *, data=None) -> list[np.ndarray]:
-    """The real slices of ``task`` (:func:`ct_slices` or :func:`mri_slices`)."""
-    if task.modality == "ct":
-        return ct_slices(split, task.image_size, data=data)
-    return mri_slices(split, task.image_size, data=data)
+    """The real slices of ``task``'s many-patient cohort for ``split``
+    (:func:`medvol.recon.pdunet_cohort.ct_subjects` / :func:`~medvol.recon.pdunet_cohort.mri_subjects`;
+    split by patient/subject)."""
+    from .pdunet_cohort import cohort_slices, ct_subjects, mri_subjects
+
+    subs = (ct_subjects if task.modality == "ct" else mri_subjects)(
+        data, size=task.image_size, split=split)
+    return cohort_slices(subs)
 
 
 def image_scale(images: list[np.ndarray]) -> float:

@@ -23,7 +23,9 @@ DATA = Path(__file__).resolve().parents[2] / "sample_data"   # bundled: dicom/ct
 def test_resume_matches_uninterrupted(tmp_path):
     from medvol.recon.pdunet import train_pdunet
 
-    quiet = dict(progress=False, log_every=1, checkpoint_every=1000, data=DATA)
+    # the bundled head CT only (the many-patient cohort lives in ../shared/data)
+    quiet = dict(progress=False, log_every=1, checkpoint_every=1000,
+                 images=ct_slices("train", data=DATA))
     a = train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "a",
                      **quiet)
     r1 = train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY, run_dir=tmp_path / "b",
@@ -105,7 +107,7 @@ def test_shipped_mri_pdunet_from_kspace_beats_gridding():
 
 
 @pytest.mark.slow
-def test_train_pdunet_cli_function(tmp_path):
+def test_train_pdunet_cli_function(tmp_path, shared_data):
     import typer
     from typer.testing import CliRunner
 
@@ -115,7 +117,8 @@ def test_train_pdunet_cli_function(tmp_path):
     app.command()(train_pdunet)
     app.command("noop")(lambda: None)         # keep "train-pdunet" as a named subcommand
     out = tmp_path / "w.safetensors"
-    r = CliRunner().invoke(app, ["train-pdunet", "--data", str(DATA), "--steps", "1", "--batch", "1",
+    r = CliRunner().invoke(app, ["train-pdunet", "--data", str(shared_data), "--steps", "1",
+                                 "--batch", "1",
                                  "--run-dir", str(tmp_path / "run"), "--export", str(out)])
     assert r.exit_code == 0, r.output
     assert "finished at step 1" in r.output and out.exists()
