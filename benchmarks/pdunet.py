@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data"     # passed explicitly to the library
 PARAMS = Path(__file__).with_name("pdunet_classical.json")
-TV_LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
+TV_LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)   # --tv-lams overrides
 TV_ITERS = (100, 200, 300, 500)
 SIRT_ITERS = (25, 50, 100, 200, 400)
 CGLS_ITERS = (3, 5, 8, 12, 20, 30)
@@ -161,10 +161,11 @@ def _tuning_slices(task, data) -> list[np.ndarray]:
     return picked
 
 
-def tune(task_name: str, data: Path, noise_i0: float | None = None) -> dict:
+def tune(task_name: str, data: Path, noise_i0: float | None = None, *, lams=TV_LAMS,
+         n_slices: int = 8, tv_iters=TV_ITERS) -> dict:
     """Grid search of the classical parameters on training patients (best mean SSIM)."""
     prob = _Problem(task_name, noise_i0)
-    gts = _tuning_slices(prob.task, data)
+    gts = _tuning_slices(prob.task, data)[:n_slices]
     sims = [prob.simulate(g, 1000 + i) for i, g in enumerate(gts)]
     out: dict = {"n_slices": len(gts), "grid": {}}
 
@@ -186,8 +187,8 @@ def tune(task_name: str, data: Path, noise_i0: float | None = None) -> dict:
     out["cgls_iters"] = max(g, key=g.get)
     best = (-1.0, None, None)
     out["grid"]["TV"] = {}
-    for lam in TV_LAMS:
-        g = sweep("TV", TV_ITERS, lam=lam)
+    for lam in lams:
+        g = sweep("TV", tuple(tv_iters), lam=lam)
         out["grid"]["TV"][str(lam)] = g
         for n, v in g.items():
             if v > best[0]:
@@ -456,6 +457,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None, help="write the tables here (Markdown)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tv-lams", type=float, nargs="+", default=list(TV_LAMS),
+                    help="TV lam grid of --tune")
+    ap.add_argument("--tv-iters", type=int, nargs="+", default=list(TV_ITERS),
+                    help="TV iteration counts of --tune")
+    ap.add_argument("--tune-slices", type=int, default=8,
+                    help="training slices (one per training subject) of --tune")
+    ap.add_argument("--no-eval", action="store_true", help="only --tune")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="training/test data root (default ../shared/data)")
     a = ap.parse_args(argv)
@@ -467,9 +475,27 @@ def main(argv=None) -> int:
     params = json.loads(PARAMS.read_text()) if PARAMS.exists() else {}
     if a.tune:
         for t, i0 in runs:
-            params[_key(t, i0)] = tune(t, a.data, i0)
-        PARAMS.write_text(json.dumps(params, indent=1) + "\n")
-        print(f"wrote {PARAMS}")
+            res = tune(t, a.data, i0, lams=tuple(a.tv_lams), n_slices=a.tune_slices,
+                       tv_iters=tuple(a.tv_iters))
+            # re-read before writing: several --tune runs (one per task) may share the file
+            params = json.loads(PARAMS.read_text()) if PARAMS.exists() else {}
+            old = params.get(_key(t, i0))
+            if old and old.get("n_slices") == res["n_slices"]:
+                # a grid extension: keep the TV weights tried before, choose over all of them
+                grid = {lam: {str(n): v for n, v in g.items()}
+                        for lam, g in old["grid"].get("TV", {}).items()}
+                for lam, g in res["grid"]["TV"].items():
+                    grid[lam] = {**grid.get(lam, {}), **{str(n): v for n, v in g.items()}}
+                res["grid"]["TV"] = grid
+                best = max(((float(v), float(lam), int(n)) for lam, g in grid.items()
+                            for n, v in g.items()))
+                res["tv_lam"], res["tv_iters"] = best[1], best[2]
+                print(f"  over all TV weights tried: tv_lam={best[1]}, tv_iters={best[2]}")
+            params[_key(t, i0)] = res
+            PARAMS.write_text(json.dumps(params, indent=1) + "\n")
+            print(f"wrote {_key(t, i0)} to {PARAMS}", flush=True)
+    if a.no_eval:
+        return 0
     out = {"quality": []}
     md = []
     for t, i0 in runs:
