@@ -603,6 +603,7 @@ def _scrub(key: str, value: Any) -> Any:
 
 _HEADERS = {
     "psnr_db": "PSNR (dB)", "psnr": "PSNR (dB)", "ssim": "SSIM", "rmse": "RMSE", "mae": "MAE",
+    "psnr_db_window": "PSNR in window (dB)", "ssim_window": "SSIM in window",
     "n_iter": "Iterations", "lam": "TV weight λ", "lam_effective": "TV weight λ (effective)",
     "dice_before": "Dice before", "dice_after": "Dice after", "seconds": "Time (s)",
     "views_factor": "Sparse-view factor (×)", "full_views": "Full views", "views": "Views kept",
