@@ -59,6 +59,7 @@ from .errors import InputError
 
 __all__ = ["WINDOWS", "resolve_window", "default_windows", "to_uint8", "to_lps_view", "LPSView",
            "Panel", "render_orthoslices", "orthoslices_png", "comparison_png", "montage_png",
+           "patient_slices", "panels_png",
            "write_html_report", "ingest_report", "human_header"]
 
 WINDOWS: dict[str, tuple[float, float]] = {
@@ -594,6 +595,52 @@ def montage_png(vol, path, *, n: int = 8, window=None, title: str | None = None,
                       "axial") for k in ks[::-1]])
     img, _ = _compose_rows(rows, title)
     return _save_png(img, path, overwrite)
+
+
+def patient_slices(vol, *, center=None, view: LPSView | None = None
+                   ) -> list[tuple[str, np.ndarray, tuple[float, float], tuple, str]]:
+    """The axial, coronal and sagittal slices of a Volume through ``center`` (LPS mm; default the
+    centre) in radiological convention: ``[(plane, 2D image, (row mm, col mm), letters
+    (left, right, top, bottom), position text)]``. Volumes on one grid give slices that match
+    pixel for pixel, so they can be combined (checkerboards, overlays) before drawing with
+    :func:`panels_png`."""
+    if not _is_volume(vol):
+        raise InputError("patient_slices needs a medvol Volume (with its geometry)")
+    return _patient_slices(to_lps_view(vol) if view is None else view, center)
+
+
+def panels_png(rows: Sequence[Sequence[tuple[np.ndarray, tuple[float, float], str, tuple, str]]],
+               path, *, title: str | None = None, size: int = 256, overwrite: bool = False
+               ) -> tuple[Path, list[Panel]]:
+    """Draw rows of already composed slices, each ``(image, (row mm, col mm), caption, letters,
+    plane)`` with ``image`` grey ``(h, w)`` or RGB ``(h, w, 3)`` in 0…1, at one common scale
+    (the largest extent ``size`` px wide), square mm, orientation letters around each panel.
+
+    Returns ``(path, panels)`` with the :class:`Panel` boxes (window ``(0, 1)``)."""
+    from PIL import Image
+
+    ext = max(max(im.shape[0] * mm[0], im.shape[1] * mm[1]) for r in rows for im, mm, *_ in r)
+    scale = _scale_for(ext, size)
+    out_rows, meta = [], []
+    for r in rows:
+        pr, m = [], []
+        for im, mm, cap, letters, plane in r:
+            a = np.asarray(im, np.float64)
+            if a.ndim == 2:
+                pil = _panel(a, (0.0, 1.0), mm, scale)
+            else:
+                pil = Image.fromarray((np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8))
+                w = max(1, int(round(a.shape[1] * mm[1] * scale)))
+                h = max(1, int(round(a.shape[0] * mm[0] * scale)))
+                pil = pil.resize((w, h), Image.NEAREST)
+            pr.append((pil, cap, letters, plane))
+            m.append((plane, letters, cap.split("\n")[0]))
+        out_rows.append(pr)
+        meta.append(m)
+    canvas, boxes = _compose_rows(out_rows, title)
+    panels = [Panel(pl, b, le, pos, (0.0, 1.0)) for rb, rm in zip(boxes, meta)
+              for b, (pl, le, pos) in zip(rb, rm)]
+    return _save_png(canvas, path, overwrite), panels
 
 
 # ------------------------------------------------------------------------------ HTML
