@@ -6,7 +6,8 @@ Outputs (in one atomically created folder)::
     displacement.nrrd        resampling displacement field (vector NRRD, LPS mm, intent 1006)
     displacement.h5          the same as an ITK DisplacementFieldTransform
     warped_labels.seg.nrrd   moving labels warped (nearest) — or warped_labels.nrrd for labels > 255
-    checkerboard.png, overlay.png, comparison.png, jacobian.png
+    affine.tfm               the affine as an ITK transform (--method affine)
+    checkerboard.png, overlay.png, jacobian.png   patient frame (radiological, letters, mm)
     report.html, manifest.json
 
 Every method's field is applied with SimpleITK's ``DisplacementFieldTransform`` (the same
