@@ -806,12 +806,15 @@ def _series_row(vol, label: str, view: LPSView) -> dict[str, Any]:
         "fov_mm": [round(nx * sp[0], 1), round(ny * sp[1], 1), round(nz * sp[2], 1)],
         "orientation": view.source_axes + (f" (oblique {view.obliquity_deg:.1f}°)"
                                            if view.obliquity_deg else ""),
+        "kind": meta.get("image_kind", ""),
         "units": meta.get("units", ""),
         "min": float(np.nanmin(a)) if a.size else float("nan"),
         "max": float(np.nanmax(a)) if a.size else float("nan"),
     }
     if "tilt_deg" in meta:
         row["tilt_deg"] = meta["tilt_deg"]
+    if meta.get("repeat_count"):
+        row["repeats"] = int(meta["repeat_count"])
     if ing:
         row["n_slices_in"] = ing.get("n_slices_in", "")
         row["resampled"] = bool(ing.get("resampled", False))
@@ -827,7 +830,8 @@ def ingest_report(volumes: Sequence[Any], out_dir, *, title: str = "medvol inges
     Each series gets a montage (``n_slices`` axial slices, radiological, positions in mm) and its
     orthogonal slices through the volume centre, in the modality's default windows (head CT: brain
     and bone rows). The page has a series table (modality, shape, spacing and field of view in mm,
-    source orientation, value range, units, tilt, resampling, warnings).
+    source orientation, content kind, value range, units, tilt, repeats, resampling, warnings).
+    For repeats stacked into one 4D file pass the first repeat (its ``repeat_count`` is shown).
 
     Parameters
     ----------
