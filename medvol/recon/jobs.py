@@ -544,9 +544,12 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
                                       metric_window=metric_window)
     # the manifest records the values used (defaults resolved), never a null for an unset one
     p = man.data["parameters"]
-    for k in ("n_iter", "lam", "weights"):
+    for k in ("n_iter", "lam", "weights", "metric_window"):
         if p.get(k) is None:
             p.pop(k, None)
+    win = res.record.get("metric_window")
+    if win:                                    # the window actually used
+        p["metric_window"] = {k: win[k] for k in ("name", "width", "level")}
     p.update(res.record.get("resolved") or resolved_params(
         method, filter=filter, n_iter=n_iter, lam=lam, lam_solver=res.record.get("tv_lambda"),
         weights=weights))
