@@ -254,8 +254,10 @@ def ingest_step(study_dir: str, folder: str, key: str, *, resample: str = "auto"
 
         # the ingest job builds its own folder atomically; ``overwrite`` only replaces our
         # private, still-empty temporary folder
+        # split_repeats: every output the pipeline hands on is one 3D volume
         ingest_study(study_dir, tmp, overwrite=True, resample=resample, fmt="nrrd",
-                     fill_value=fill_value, skip_bad_series=skip_bad_series)
+                     fill_value=fill_value, skip_bad_series=skip_bad_series,
+                     split_repeats=True)
         man = json.loads((tmp / "manifest.json").read_text())
         series = []
         for o in man["outputs"]:

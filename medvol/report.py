@@ -59,6 +59,7 @@ from .errors import InputError
 
 __all__ = ["WINDOWS", "resolve_window", "default_windows", "to_uint8", "to_lps_view", "LPSView",
            "Panel", "render_orthoslices", "orthoslices_png", "comparison_png", "montage_png",
+           "patient_slices", "panels_png",
            "write_html_report", "ingest_report", "human_header"]
 
 WINDOWS: dict[str, tuple[float, float]] = {
@@ -596,6 +597,52 @@ def montage_png(vol, path, *, n: int = 8, window=None, title: str | None = None,
     return _save_png(img, path, overwrite)
 
 
+def patient_slices(vol, *, center=None, view: LPSView | None = None
+                   ) -> list[tuple[str, np.ndarray, tuple[float, float], tuple, str]]:
+    """The axial, coronal and sagittal slices of a Volume through ``center`` (LPS mm; default the
+    centre) in radiological convention: ``[(plane, 2D image, (row mm, col mm), letters
+    (left, right, top, bottom), position text)]``. Volumes on one grid give slices that match
+    pixel for pixel, so they can be combined (checkerboards, overlays) before drawing with
+    :func:`panels_png`."""
+    if not _is_volume(vol):
+        raise InputError("patient_slices needs a medvol Volume (with its geometry)")
+    return _patient_slices(to_lps_view(vol) if view is None else view, center)
+
+
+def panels_png(rows: Sequence[Sequence[tuple[np.ndarray, tuple[float, float], str, tuple, str]]],
+               path, *, title: str | None = None, size: int = 256, overwrite: bool = False
+               ) -> tuple[Path, list[Panel]]:
+    """Draw rows of already composed slices, each ``(image, (row mm, col mm), caption, letters,
+    plane)`` with ``image`` grey ``(h, w)`` or RGB ``(h, w, 3)`` in 0…1, at one common scale
+    (the largest extent ``size`` px wide), square mm, orientation letters around each panel.
+
+    Returns ``(path, panels)`` with the :class:`Panel` boxes (window ``(0, 1)``)."""
+    from PIL import Image
+
+    ext = max(max(im.shape[0] * mm[0], im.shape[1] * mm[1]) for r in rows for im, mm, *_ in r)
+    scale = _scale_for(ext, size)
+    out_rows, meta = [], []
+    for r in rows:
+        pr, m = [], []
+        for im, mm, cap, letters, plane in r:
+            a = np.asarray(im, np.float64)
+            if a.ndim == 2:
+                pil = _panel(a, (0.0, 1.0), mm, scale)
+            else:
+                pil = Image.fromarray((np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8))
+                w = max(1, int(round(a.shape[1] * mm[1] * scale)))
+                h = max(1, int(round(a.shape[0] * mm[0] * scale)))
+                pil = pil.resize((w, h), Image.NEAREST)
+            pr.append((pil, cap, letters, plane))
+            m.append((plane, letters, cap.split("\n")[0]))
+        out_rows.append(pr)
+        meta.append(m)
+    canvas, boxes = _compose_rows(out_rows, title)
+    panels = [Panel(pl, b, le, pos, (0.0, 1.0)) for rb, rm in zip(boxes, meta)
+              for b, (pl, le, pos) in zip(rb, rm)]
+    return _save_png(canvas, path, overwrite), panels
+
+
 # ------------------------------------------------------------------------------ HTML
 def _scrub(key: str, value: Any) -> Any:
     return "[removed]" if _PHI.search(str(key)) else value
@@ -603,6 +650,7 @@ def _scrub(key: str, value: Any) -> Any:
 
 _HEADERS = {
     "psnr_db": "PSNR (dB)", "psnr": "PSNR (dB)", "ssim": "SSIM", "rmse": "RMSE", "mae": "MAE",
+    "psnr_db_window": "PSNR in window (dB)", "ssim_window": "SSIM in window",
     "n_iter": "Iterations", "lam": "TV weight λ", "lam_effective": "TV weight λ (effective)",
     "dice_before": "Dice before", "dice_after": "Dice after", "seconds": "Time (s)",
     "views_factor": "Sparse-view factor (×)", "full_views": "Full views", "views": "Views kept",
@@ -758,12 +806,15 @@ def _series_row(vol, label: str, view: LPSView) -> dict[str, Any]:
         "fov_mm": [round(nx * sp[0], 1), round(ny * sp[1], 1), round(nz * sp[2], 1)],
         "orientation": view.source_axes + (f" (oblique {view.obliquity_deg:.1f}°)"
                                            if view.obliquity_deg else ""),
+        "kind": meta.get("image_kind", ""),
         "units": meta.get("units", ""),
         "min": float(np.nanmin(a)) if a.size else float("nan"),
         "max": float(np.nanmax(a)) if a.size else float("nan"),
     }
     if "tilt_deg" in meta:
         row["tilt_deg"] = meta["tilt_deg"]
+    if meta.get("repeat_count"):
+        row["repeats"] = int(meta["repeat_count"])
     if ing:
         row["n_slices_in"] = ing.get("n_slices_in", "")
         row["resampled"] = bool(ing.get("resampled", False))
@@ -779,7 +830,8 @@ def ingest_report(volumes: Sequence[Any], out_dir, *, title: str = "medvol inges
     Each series gets a montage (``n_slices`` axial slices, radiological, positions in mm) and its
     orthogonal slices through the volume centre, in the modality's default windows (head CT: brain
     and bone rows). The page has a series table (modality, shape, spacing and field of view in mm,
-    source orientation, value range, units, tilt, resampling, warnings).
+    source orientation, content kind, value range, units, tilt, repeats, resampling, warnings).
+    For repeats stacked into one 4D file pass the first repeat (its ``repeat_count`` is shown).
 
     Parameters
     ----------

@@ -42,6 +42,35 @@ def test_ssim_3d_matches_skimage():
     assert ssim(x, ref, data_range=L) == pytest.approx(_sk_ssim(x, ref, L), abs=1e-6)
 
 
+def _wang_ssim(a, b, L, sigma=1.5):
+    """Wang et al. (2004) written out (the formula medvol computed by hand before it called
+    scikit-image): Gaussian moments, population covariance, 5-px border excluded."""
+    from scipy.ndimage import gaussian_filter
+
+    def f(v):
+        return gaussian_filter(v, sigma=sigma, truncate=3.5, mode="reflect")
+
+    ux, uy = f(a), f(b)
+    vx, vy, vxy = f(a * a) - ux * ux, f(b * b) - uy * uy, f(a * b) - ux * uy
+    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
+    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    inner = smap[tuple(slice(5, n - 5) for n in smap.shape)]
+    return float(inner.mean()), smap
+
+
+def test_ssim_unchanged_from_the_written_out_formula(pair2d):
+    """Moving SSIM onto scikit-image changed no number: 2D, 3D and the map, to 1e-12."""
+    x, ref = pair2d
+    L = float(ref.max() - ref.min())
+    want, want_map = _wang_ssim(x, ref, L)
+    got, got_map = ssim(x, ref, data_range=L, full=True)
+    assert got == pytest.approx(want, abs=1e-12)
+    np.testing.assert_allclose(got_map, want_map, atol=1e-12)
+    rng = np.random.default_rng(3)
+    a3, b3 = rng.random((14, 16, 18)), rng.random((14, 16, 18))
+    assert ssim(a3, b3, data_range=1.0) == pytest.approx(_wang_ssim(a3, b3, 1.0)[0], abs=1e-12)
+
+
 def test_ssim_identity_and_map(pair2d):
     _, ref = pair2d
     assert ssim(ref, ref, data_range=255.0) == pytest.approx(1.0, abs=1e-12)

@@ -164,6 +164,21 @@ def _oblique(tmp_path, offset):
                   direction=d)
 
 
+def _marker_side(rgb, box, side, what, tol=2):
+    """Assert that the white marker inside ``box`` of ``rgb`` lies on ``side`` of that panel
+    (white: every channel above 200 and within ``tol`` of each other)."""
+    x0, y0, x1, y1 = box
+    sub = rgb[y0:y1, x0:x1]
+    bright = (sub.min(-1) > 200) & (np.ptp(sub, axis=-1) <= tol)
+    assert bright.sum() > 10, f"{what}: marker not visible"
+    ys, xs = np.nonzero(bright)
+    cx, cy = xs.mean() / (x1 - x0), ys.mean() / (y1 - y0)
+    where = {"right": cx > 0.65, "left": cx < 0.35, "top": cy < 0.35}[side]
+    assert where, f"{what}: marker at ({cx:.2f}, {cy:.2f}), want {side}"
+    other = {"right": abs(cy - 0.5), "left": abs(cy - 0.5), "top": abs(cx - 0.5)}[side]
+    assert other < 0.15, f"{what}: marker off the centre line"
+
+
 @pytest.mark.parametrize("marker", list(_MARKERS))
 @pytest.mark.parametrize("make", [_ras_nifti, _lps_nrrd, _oblique], ids=["ras_nifti", "lps_nrrd",
                                                                           "oblique"])
@@ -176,16 +191,33 @@ def test_markers_on_the_correct_side_of_each_panel(tmp_path, make, marker):
     assert set(by_plane) == {"axial", "coronal", "sagittal"}
     assert by_plane["axial"].letters == ("R", "L", "A", "P")
     for plane, side in _EXPECT[marker].items():
-        x0, y0, x1, y1 = by_plane[plane].box
-        sub = rgb[y0:y1, x0:x1]
-        bright = (sub.min(-1) > 200) & (np.ptp(sub, axis=-1) == 0)
-        assert bright.sum() > 10, f"{marker} marker not visible in the {plane} panel"
-        ys, xs = np.nonzero(bright)
-        cx, cy = xs.mean() / (x1 - x0), ys.mean() / (y1 - y0)
-        where = {"right": cx > 0.65, "left": cx < 0.35, "top": cy < 0.35}[side]
-        assert where, f"{marker} marker at ({cx:.2f}, {cy:.2f}) of the {plane} panel, want {side}"
-        other = {"right": abs(cy - 0.5), "left": abs(cy - 0.5), "top": abs(cx - 0.5)}[side]
-        assert other < 0.15, f"{marker} marker off the centre line of the {plane} panel"
+        _marker_side(rgb, by_plane[plane].box, side, f"{marker} marker, {plane} panel", tol=0)
+
+
+@pytest.mark.parametrize("marker", list(_MARKERS))
+@pytest.mark.parametrize("make", [_ras_nifti, _lps_nrrd, _oblique], ids=["ras_nifti", "lps_nrrd",
+                                                                          "oblique"])
+def test_registration_pngs_markers_on_the_correct_side(tmp_path, make, marker):
+    """The register report's checkerboard, overlay and Jacobian panels are in the patient frame:
+    a marker in fixed = moving (and a Jacobian bump at the marker) sits on the correct side of
+    every panel, before and after."""
+    from medvol.registration.run import registration_pngs
+
+    vol = make(tmp_path, np.asarray(_MARKERS[marker]))
+    a = vol.numpy().astype(np.float32)
+    jac = 1.0 + a / 1000.0                    # 2 (white) at the marker, 1 (grey) elsewhere
+    pics = registration_pngs(vol, vol, vol, jac, tmp_path)
+    for name, (png, panels) in pics.items():
+        rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+        rows = [panels[i:i + 3] for i in range(0, len(panels), 3)]
+        assert len(rows) == (1 if name == "jacobian" else 2)
+        for row in rows:
+            by_plane = {q.plane: q for q in row}
+            assert set(by_plane) == {"axial", "coronal", "sagittal"}
+            assert by_plane["axial"].letters == ("R", "L", "A", "P")
+            assert by_plane["sagittal"].letters == ("A", "P", "S", "I")
+            for plane, side in _EXPECT[marker].items():
+                _marker_side(rgb, by_plane[plane].box, side, f"{name} {plane} {marker}")
 
 
 def test_slice_position_in_mm_and_windows(tmp_path):

@@ -114,20 +114,37 @@ def info(
         try:
             items = [(p.name, read(p))]
         except InputError as e:
-            if "vector" not in str(e) or not p.name.lower().endswith(
+            reps = _repeats(p)
+            if reps:                               # 4D repeats written by `medvol ingest`
+                items = [(f"{p.name} repeat {n + 1} of {len(reps)}", v)
+                         for n, v in enumerate(reps)]
+            elif "vector" not in str(e) or not p.name.lower().endswith(
                     (".nrrd", ".nhdr", ".mha", ".mhd")):
                 raise
-            _transform_info(p, json_out)       # a displacement field (vector NRRD/MHA)
-            return
+            else:
+                _transform_info(p, json_out)       # a displacement field (vector NRRD/MHA)
+                return
     described = [(name, describe(v)) for name, v in items]
     if json_out:
-        payload: Any = ({"path": str(p), **described[0][1]} if not p.is_dir() else
+        payload: Any = ({"path": str(p), **described[0][1]} if len(described) == 1
+                        and not p.is_dir() else
                         {"path": str(p), "series": [d for _, d in described]})
         typer.echo(json.dumps(payload, indent=2))
     else:
         from .._text import sanitize
 
         typer.echo(sanitize("\n".join(_text(name, d) for name, d in described)))
+
+
+def _repeats(p: Path) -> list:
+    """The 3D volumes of a 4D repeats file (:func:`medvol.io.volumes.read_repeats`), or []."""
+    from ..io.volumes import read_repeats
+
+    try:
+        vols = read_repeats(p)
+    except InputError:
+        return []
+    return vols if len(vols) > 1 else []
 
 
 _TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")

@@ -52,13 +52,22 @@ def ingest(
         False, "--follow-symlinks", help="Follow symbolic links that point outside the input "
                                          "folder (default: skipped, with a warning naming "
                                          "them)."),
+    split_repeats: bool = typer.Option(
+        False, "--split-repeats", help="Write repeats of one series (time points, "
+                                       "acquisitions of the same kind and grid) as separate "
+                                       "3D volumes <label>_repNN instead of one 4D file."),
 ) -> None:
     """Convert a DICOM study into one volume per series, plus a manifest.
 
-    Writes OUT/<label>/volume.nrrd for each series and OUT/manifest.json
+    Writes OUT/<label>/volume.nrrd for each series with a BIDS-style JSON
+    sidecar OUT/<label>/volume.json (EchoTime, RepetitionTime, FlipAngle,
+    MagneticFieldStrength, Manufacturer, ImageType, Units …; no identifiers),
+    OUT/report.html (QC montage per series) and OUT/manifest.json
     (input hashes, per-series geometry decisions, warnings, versions).
     Labels such as s003_CT_1a2b3c4d come from SeriesNumber, Modality and a
-    hash of the SeriesInstanceUID, never from patient data.
+    hash of the SeriesInstanceUID, never from patient data; volumes of one
+    series are named by content and unit (…_magnitude, …_fieldmap_hz), and
+    repeats are stacked into one 4D file (--split-repeats: one file each).
     Gantry tilt and uneven slice spacing are found from the slice positions
     and, by default, corrected by resampling; every decision is printed.
     Slice gaps that would make resampling invent far more slices than were
@@ -89,7 +98,7 @@ def ingest(
         res = ingest_study(dicom_dir, out, overwrite=overwrite, resample=resample, fmt=fmt,
                            fill_value=fill_value, skip_bad_series=skip_bad_series,
                            skip_unreadable=skip_unreadable, follow_symlinks=follow_symlinks,
-                           progress=True,
+                           split_repeats=split_repeats, progress=True,
                            on_volume=lambda line: console.print(sanitize(line), markup=False))
         n_skipped = sum(res.skipped.values())
         console.print(f"Found {len(res.series)} volume(s) in {res.n_files} file(s) "

@@ -76,6 +76,10 @@ def recon(
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda with ASTRA if "
                                          "available, else cpu)."),
     seed: int = typer.Option(0, help="Seed for simulated noise."),
+    metric_window: Optional[str] = typer.Option(
+        None, help="HU window of the windowed PSNR/SSIM (volume input): a preset "
+        "(brain, soft_tissue, bone, head_bone, lung), LOW:HIGH in HU, or none. Default: head "
+        "CT brain W80/L40, other CT soft tissue W400/L40."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Progress bars (iterations, ETA) on a terminal; "
                                         "never when stderr is piped."),
@@ -85,7 +89,9 @@ def recon(
     Writes OUT/recon.nrrd (LPS), OUT/manifest.json and OUT/report.html with PNGs. With a volume
     or DICOM input the volume is the reference: its sinogram is simulated for --geometry, every
     --views-th view kept, reconstructed with --method and scored (PSNR, SSIM, RMSE; HU for CT)
-    against the reference and against FBP of the same data.
+    against the reference and against FBP of the same data. All methods are scored on the
+    reference grid (--slices, --downsample): a learned method runs on its training grid and is
+    resampled back. CT is scored over the full HU range and inside --metric-window.
     """
     import logging
 
@@ -104,6 +110,14 @@ def recon(
                          hint=f"choose one of {', '.join(available_methods())}")
     if n_iter is not None and n_iter < 1:
         raise InputError(f"--n-iter must be at least 1, got {n_iter}")
+    window: object = metric_window
+    if metric_window and ":" in metric_window:
+        lo, _, hi = metric_window.partition(":")
+        try:
+            window = (float(lo), float(hi))
+        except ValueError:
+            raise InputError(f"--metric-window {metric_window!r} is not LOW:HIGH in HU",
+                             hint="e.g. --metric-window=-160:240 or --metric-window brain") from None
     from .. import _progress
 
     with _progress.scope(progress), _progress.status(f"reconstructing ({method}) …"):
@@ -113,16 +127,23 @@ def recon(
                         angles=angles, angle_rows=_span(angle_rows, "--angle-rows"),
                         flats=flats, darks=darks, cor=_cor(cor), pixel_size=pixel_size,
                         rows=_span(rows, "--rows"), backend=backend, device=device, seed=seed,
-                        overwrite=overwrite, progress=progress)
+                        overwrite=overwrite, progress=progress, metric_window=window)
     rec = res.record
     from .._text import escape_markup
 
     console.print(f"[green]wrote[/green] {escape_markup(out)}/recon.nrrd, report.html, "
                   "manifest.json")
     if "metrics" in rec:
+        from ..recon.outputs import metrics_caption
+
+        console.print(f"  metrics: {escape_markup(metrics_caption(rec))}")
         for name, m in rec["metrics"].items():
-            console.print(f"  {name:6s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}  "
-                          f"RMSE {m['rmse']:.1f} {rec.get('metric_units', '')}")
+            line = (f"  {name:6s} PSNR {m['psnr_db']:.2f} dB  SSIM {m['ssim']:.4f}  "
+                    f"RMSE {m['rmse']:.1f} {rec.get('metric_units', '')}")
+            if "ssim_window" in m:
+                line += (f"  | in window: PSNR {m['psnr_db_window']:.2f} dB  "
+                         f"SSIM {m['ssim_window']:.4f}")
+            console.print(line)
     if "cor" in rec:
         console.print(f"  rotation axis: {rec['cor']}; sharpness estimated "
                       f"{rec['sharpness']['estimated_axis']:.3f} vs centred "

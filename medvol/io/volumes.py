@@ -23,7 +23,7 @@ from ._common import (VOLUME_SUFFIXES, _WRITE_SUFFIXES, _medvol_version, _native
                       _provenance_fields, _meta_from_header, _require_file, _suffix)
 from .nrrd import _domain_geometry, _nrrd_geometry, _write_nrrd_file, read_nrrd
 
-__all__ = ["read", "write"]
+__all__ = ["read", "write", "write_repeats", "read_repeats"]
 
 
 def _writable_array(vol: Volume, path: Path) -> np.ndarray:
@@ -96,6 +96,53 @@ def write(vol: Volume, path: str | os.PathLike, *, overwrite: bool = False,
             _write_sitk(vol.with_array(data).to_sitk(), tmp, compress)
     else:  # .mhd + detached data file
         _write_mhd(vol.with_array(data).to_sitk(), path, overwrite, compress)
+    return path
+
+
+def write_repeats(vols: list[Volume], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write repeats of one volume (time points, acquisitions; same grid) as ONE 4D file.
+
+    ``.nrrd``: a 4D NRRD whose 4th axis (the slowest) has kind ``list`` and no space direction
+    (Slicer loads it as a sequence / multi-volume; pynrrd and SimpleITK read it); the three
+    domain axes carry the LPS geometry exactly as :func:`write` writes a 3D volume.
+    ``.nii`` / ``.nii.gz``: a 4D NIfTI ``(x, y, z, t)`` with the RAS affine, as dcm2niix writes
+    repeats. Returns the path.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not vols:
+        raise InputError("no volumes to write", path=path)
+    first = vols[0]
+    for v in vols[1:]:
+        if not v.same_grid(first):
+            raise GeometryError("repeats must share one grid to be stacked into 4D; write "
+                                "them separately (CLI: --split-repeats)")
+    if suffix not in (".nrrd", ".nii", ".nii.gz"):
+        raise InputError(f"4D repeats can be written as .nrrd or .nii[.gz], not {suffix!r}",
+                         path=path)
+    check_writable(path, overwrite)
+    arrays = [_writable_array(v, path) for v in vols]
+    dtype = np.result_type(*arrays)
+    data = np.stack([a.astype(dtype, copy=False) for a in arrays])      # (t, z, y, x)
+    if suffix == ".nrrd":
+        geo = _nrrd_geometry(first)
+        dirs = np.vstack([geo["space directions"], np.full((1, 3), np.nan)])
+        header: dict[str, Any] = {
+            "dimension": 4, "space": geo["space"], "space directions": dirs,
+            "space origin": geo["space origin"],
+            "kinds": ["domain", "domain", "domain", "list"], "encoding": "gzip",
+            **_provenance_fields(first.meta), "medvol_repeats": str(len(vols)),
+        }
+        with atomic_path(path, overwrite) as tmp:
+            _write_nrrd_file(tmp, data, header)
+    else:
+        import nibabel as nib
+
+        img3 = first.with_array(arrays[0]).to_nibabel()
+        img = nib.Nifti1Image(np.transpose(data, (3, 2, 1, 0)), img3.affine, img3.header)
+        img.header["descrip"] = f"medvol {_medvol_version()}".encode()[:79]
+        with atomic_path(path, overwrite) as tmp:
+            _save_nifti(img, tmp)
     return path
 
 
@@ -188,6 +235,47 @@ def _read_nrrd_volume(path: Path) -> Volume:
                       meta=_meta_from_header(header))
     except GeometryError as e:
         raise GeometryError(str(e), path=path) from None
+
+
+def read_repeats(path: str | os.PathLike) -> list[Volume]:
+    """Read a file of :func:`write_repeats` (4D NRRD with a ``list``/``time`` 4th axis, or a 4D
+    NIfTI) as a list of 3D Volumes on one grid; a 3D file gives a list of one.
+
+    Raises InputError for other layouts (vector fields: :func:`read_displacement_field`)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    _require_file(path)
+    if suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        from .budget import check_volume
+
+        img = nib.load(str(path))
+        check_volume(img.shape, img.get_data_dtype().itemsize, what="NIfTI volume", path=path)
+        if len(img.shape) == 3:
+            return [read(path)]
+        if len(img.shape) != 4:
+            raise InputError(f"NIfTI has shape {img.shape}, not 3D or 4D", path=path)
+        data = np.asarray(img.dataobj)
+        out = []
+        for t in range(img.shape[3]):
+            v = Volume.from_nibabel(nib.Nifti1Image(data[..., t], img.affine, img.header))
+            out.append(v.with_array(np.ascontiguousarray(v.array)))
+        return out
+    if suffix not in (".nrrd", ".nhdr"):
+        return [read(path)]
+    data, header = read_nrrd(path)
+    kinds = [str(k).lower() for k in header.get("kinds", ["domain"] * data.ndim)]
+    if data.ndim == 3:
+        return [read(path)]
+    if data.ndim != 4 or kinds[:3] != ["domain"] * 3 or kinds[3] not in ("list", "time"):
+        raise InputError(f"not a 3D volume or 4D repeats (dimension {data.ndim}, kinds "
+                         f"{' '.join(kinds)})", path=path,
+                         hint="vector fields: medvol.io.read_displacement_field")
+    spacing, origin, direction = _domain_geometry(header, [0, 1, 2], path)
+    meta = _meta_from_header(header)
+    return [Volume(_native(np.ascontiguousarray(a)), spacing=spacing, origin=origin,
+                   direction=direction, meta=meta) for a in data]
 
 
 def _read_nifti(path: Path) -> Volume:

@@ -10,7 +10,8 @@ import numpy as np
 from ..errors import GeometryError, InputError
 from ..volume import Volume
 
-__all__ = ["parse_range", "select_slices", "downsample_inplane", "resample_inplane", "is_ct"]
+__all__ = ["parse_range", "select_slices", "downsample_inplane", "resample_inplane",
+           "resample_like", "is_ct"]
 
 
 def parse_range(text: str, what: str = "range") -> tuple[int | None, ...]:
@@ -89,6 +90,27 @@ def resample_inplane(vol: Volume, n: int, pixel: float, fill: float | None = Non
     out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32)
     return Volume(sitk.GetArrayFromImage(out), spacing=spacing, origin=origin,
                   direction=vol.direction, meta=vol.meta)
+
+
+def resample_like(vol: Volume, like: Volume, fill: float = 0.0) -> Volume:
+    """``vol`` resampled (SimpleITK, linear, in world coordinates) onto the grid of ``like``;
+    ``fill`` where ``like`` reaches outside ``vol``. Returns ``vol`` itself when the grids agree."""
+    if vol.same_grid(like):
+        return vol
+    import SimpleITK as sitk
+
+    def img(v: Volume, a: np.ndarray):
+        im = sitk.GetImageFromArray(a)
+        im.SetSpacing(tuple(float(s) for s in v.spacing))
+        im.SetOrigin(tuple(float(o) for o in v.origin))
+        im.SetDirection(tuple(float(d) for d in v.direction.reshape(-1)))
+        return im
+
+    src = img(vol, vol.numpy().astype(np.float32))
+    ref = img(like, np.zeros(like.shape, np.float32))
+    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, float(fill), sitk.sitkFloat32)
+    return like.with_array(sitk.GetArrayFromImage(out), **{k: v for k, v in vol.meta.items()
+                                                          if k == "recon_method"})
 
 
 def is_ct(vol: Volume) -> bool:

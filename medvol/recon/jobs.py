@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from .grid import parse_range
-from .registry import get_method, reconstruct, tv_lambda
+from .registry import get_method, reconstruct, resolved_params, tv_lambda
 
 log = logging.getLogger("medvol.recon")
 
@@ -65,7 +65,8 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
                             I0: float | None = None, seed: int = 0,
                             slices: str | slice | int | None = None, downsample: int = 1,
                             backend: str = "auto", device: str | None = None,
-                            progress: bool = False, weights: str | None = None) -> ReconResult:
+                            progress: bool = False, weights: str | None = None,
+                            metric_window=None) -> ReconResult:
     """Simulate sparse-view data from a reference volume, reconstruct, and score it.
 
     Parameters
@@ -85,7 +86,12 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     I0 : float, optional
         Photons per ray for Poisson noise (None: noiseless).
     slices : ``slice`` or ``"START:STOP[:STEP]"`` subset of axial slices; ``downsample``
-        averages in-plane blocks first (fast previews).
+        averages in-plane blocks first (fast previews). Together they define the *reference
+        grid* on which every method is scored (:func:`score_on_reference_grid`): a learned
+        method runs on its training grid and its result is resampled back for scoring.
+    metric_window : HU window of the windowed metrics: None = modality default (head CT brain
+        W80/L40, other CT soft tissue W400/L40), a preset name of
+        :data:`medvol.report.WINDOWS`, ``(low, high)``, or ``"none"``.
 
     Returns
     -------
@@ -95,7 +101,6 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     import torch
 
     from ..kernels import Projector
-    from ..metrics import psnr, rmse, ssim
     from ..simulate import add_poisson_noise, mu_to_hu
     from .simulation import simulation_setup
 
@@ -133,7 +138,8 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
         if task_grid is not None:
             record["grid_note"] = (f"slices resampled to the network's {task_grid[0]}x"
                                    f"{task_grid[0]} grid of {task_grid[1]:.4g} mm")
-    record["tv_lambda"] = lam_eff if spec.uses_lambda else None
+    if spec.uses_lambda:
+        record["tv_lambda"] = lam_eff
     base = reconstruct(A, y, "fbp", filter=filter) if method != "fbp" else None
 
     def to_vol(t, tag):
@@ -144,27 +150,97 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
 
     out = to_vol(x, method)
     baseline = to_vol(base, "fbp") if base is not None else None
-    # metrics in the reference's units (HU for CT) against what the simulation saw: HU below
-    # air (scanner padding such as −3024) is clipped to −1000 with μ ≥ 0.
-    # SSIM/PSNR data range = reference max − min.
-    ref_a = (mu_to_hu(x_true) if ct else x_true).astype(np.float32)
-    ref = ref.with_array(ref_a)
+    ref = ref.with_array((mu_to_hu(x_true) if ct else x_true).astype(np.float32))
+    record.update(score_on_reference_grid(out, baseline, st.score_ref, ct=ct,
+                                          window=metric_window))
+    record["resolved"] = resolved_params(method, filter=filter, n_iter=n_iter, lam=lam,
+                                         lam_solver=lam_eff if spec.uses_lambda else None,
+                                         weights=weights)
+    return ReconResult(volume=out, reference=ref, baseline=baseline, record=record)
+
+
+def _window_of(window, score_ref: Volume, ct: bool) -> tuple[str, tuple[float, float]] | None:
+    """The HU window of the windowed metrics: ``None`` → the modality default of
+    :func:`medvol.report.default_windows` (head CT: brain W80/L40; other CT: soft tissue
+    W400/L40; nothing for non-CT); ``"none"`` → no windowed metrics; a preset name or
+    ``(low, high)``."""
+    from ..report import default_windows, resolve_window
+
+    if isinstance(window, str) and window.lower() == "none":
+        return None
+    if window is None:
+        if not ct:
+            return None
+        return default_windows(score_ref.with_array(score_ref.array, modality="CT"))[0]
+    lo_hi = resolve_window(window)
+    return (window if isinstance(window, str) else "given", lo_hi)
+
+
+def score_on_reference_grid(recon: Volume, baseline: Volume | None, score_ref: Volume, *,
+                            ct: bool, window=None) -> dict[str, Any]:
+    """PSNR / SSIM / RMSE of a reconstruction (and its FBP baseline) on ONE grid: the
+    reference's (selected slices, ``downsample``), whatever grid the method ran on.
+
+    A learned method that runs on its training grid (e.g. PD-UNet's 128² of 1.95 mm) is
+    resampled back onto the reference grid (SimpleITK, linear; air −1000 HU outside its field
+    of view) before scoring, so every method's numbers compare like with like. CT references
+    are scored against what the simulation saw (HU below air clipped to −1000).
+
+    Metrics (keys of ``metrics[name]``): ``psnr_db``, ``ssim`` (mean of per-slice 2D SSIM),
+    ``rmse`` over the full range with data range = reference max − min; and, for CT (or with
+    ``window``), ``psnr_db_window`` / ``ssim_window`` after clipping both images to the HU
+    window with data range = window width (``window``: None = modality default, see
+    :func:`_window_of`).
+
+    Returns the record entries ``metrics``, ``metric_units``, ``ssim_data_range``,
+    ``scoring_grid`` and ``metric_window``.
+    """
+    from ..metrics import psnr, rmse, ssim
+    from ..simulate import hu_to_mu, mu_to_hu
+    from .grid import resample_like
+
+    ref_a = score_ref.numpy().astype(np.float32)
+    if ct:
+        ref_a = mu_to_hu(hu_to_mu(ref_a)).astype(np.float32)
+    fill = -1000.0 if ct else float(ref_a.min())
+    win = _window_of(window, score_ref, ct)
     dr = float(ref_a.max() - ref_a.min())
-    metrics = {}
-    for name, v in (("recon", out), ("fbp", baseline)):
+    metrics: dict[str, Any] = {}
+    resampled = []
+    for name, v in (("recon", recon), ("fbp", baseline)):
         if v is None:
             continue
-        a = v.numpy()
-        metrics[name] = {
-            "psnr_db": round(float(psnr(a, ref_a, data_range=dr)), 3),
-            "ssim": round(float(np.mean([ssim(a[k], ref_a[k], data_range=dr)
-                                         for k in range(nz)])), 4),
-            "rmse": round(float(rmse(a, ref_a)), 3),
-        }
-    record["metrics"] = metrics
-    record["metric_units"] = "HU" if ct else "input units"
-    record["ssim_data_range"] = f"reference max-min = {dr:.1f}"
-    return ReconResult(volume=out, reference=ref, baseline=baseline, record=record)
+        if not v.same_grid(score_ref):
+            resampled.append(name)
+        a = resample_like(v, score_ref, fill=fill).numpy().astype(np.float64)
+        m = {"psnr_db": round(float(psnr(a, ref_a, data_range=dr)), 3),
+             "ssim": round(float(np.mean([ssim(a[k], ref_a[k], data_range=dr)
+                                          for k in range(a.shape[0])])), 4),
+             "rmse": round(float(rmse(a, ref_a)), 3)}
+        if win is not None:
+            lo, hi = win[1]
+            ac, rc = np.clip(a, lo, hi), np.clip(ref_a, lo, hi)
+            m["psnr_db_window"] = round(float(psnr(ac, rc, data_range=hi - lo)), 3)
+            m["ssim_window"] = round(float(np.mean([ssim(ac[k], rc[k], data_range=hi - lo)
+                                                    for k in range(a.shape[0])])), 4)
+        metrics[name] = m
+    nz, ny, nx = score_ref.shape
+    sx, sy, _ = score_ref.spacing
+    note = f"reference grid {ny}x{nx} of {sy:.4g} x {sx:.4g} mm, {nz} slices"
+    if resampled:
+        note += f"; {', '.join(resampled)} resampled onto it (linear) from the method's grid"
+    out = {"metrics": metrics, "metric_units": "HU" if ct else "input units",
+           "ssim_data_range": f"reference max-min = {dr:.1f}",
+           "scoring_grid": {"shape_zyx": [nz, ny, nx],
+                            "spacing_mm": [round(float(s), 6) for s in score_ref.spacing],
+                            "resampled": resampled, "note": note}}
+    if win is not None:
+        lo, hi = win[1]
+        out["metric_window"] = {"name": win[0], "width": hi - lo, "level": (hi + lo) / 2,
+                                "range": [lo, hi]}
+    return out
+
+
 
 
 # --------------------------------------------------------------------------- data mode
@@ -395,14 +471,15 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
               flats: str | os.PathLike | None = None, darks: str | os.PathLike | None = None,
               cor: str | float = "auto", pixel_size: float = 1.0,
               rows: str | slice | None = None, backend: str = "auto", device: str | None = None,
-              seed: int = 0, overwrite: bool = False, progress: bool = False) -> ReconResult:
+              seed: int = 0, overwrite: bool = False, progress: bool = False,
+              metric_window=None) -> ReconResult:
     """The ``medvol recon`` job: detect the input, reconstruct, write ``out`` atomically.
 
     ``out`` receives ``recon.nrrd`` (LPS), the baseline, PNGs, ``report.html`` and
     ``manifest.json`` (:func:`medvol.recon.write_recon_outputs`). The input kind
     (:func:`detect_input`) picks the job: a volume file or DICOM folder →
     :func:`reconstruct_from_volume` (``geometry``, ``views``, ``full_views``, ``noise_i0``,
-    ``seed``, ``slices``, ``downsample``); projections → :func:`reconstruct_projections`
+    ``seed``, ``slices``, ``downsample``, ``metric_window``); projections → :func:`reconstruct_projections`
     (``flats``, ``darks``, ``angles``, ``angle_rows``, ``cor``, ``pixel_size``, ``rows``); a
     ``medvol simulate`` folder → :func:`reconstruct_sinogram_folder`; radial k-space →
     :func:`medvol.recon.kspace.reconstruct_kspace`.
@@ -420,6 +497,11 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
     spec = get_method(method)
     check_writable(out, overwrite, inputs=[input])
     kind = detect_input(input)
+    if metric_window is not None and not (isinstance(metric_window, str)
+                                          and metric_window.lower() == "none"):
+        from ..report import resolve_window
+
+        resolve_window(metric_window)          # an unknown preset fails before any work
     if kind in ("volume", "dicom") and geometry not in GEOMETRIES:
         raise InputError(f"unknown geometry {geometry!r}", hint=f"use {', '.join(GEOMETRIES)}")
     if kind == "projections" and spec.learned:
@@ -431,7 +513,9 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
     if kind in ("volume", "dicom"):
         params.update(geometry=geometry, views=views, full_views=full_views, noise_i0=noise_i0,
                       seed=seed, slices=_span_text(slices) if isinstance(slices, slice)
-                      else slices, downsample=downsample)
+                      else slices, downsample=downsample,
+                      metric_window=(metric_window if metric_window is None
+                                     or isinstance(metric_window, str) else list(metric_window)))
     elif kind == "projections":
         params.update(cor=cor, pixel_size=pixel_size, rows=_span_text(rows),
                       angle_rows=_span_text(angle_rows),
@@ -460,7 +544,19 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
                                       full_views=full_views, method=method, filter=filter,
                                       n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
                                       slices=slices, downsample=downsample, backend=backend,
-                                      device=device, progress=progress, weights=weights)
+                                      device=device, progress=progress, weights=weights,
+                                      metric_window=metric_window)
+    # the manifest records the values used (defaults resolved), never a null for an unset one
+    p = man.data["parameters"]
+    for k in ("n_iter", "lam", "weights", "metric_window"):
+        if p.get(k) is None:
+            p.pop(k, None)
+    win = res.record.get("metric_window")
+    if win:                                    # the window actually used
+        p["metric_window"] = {k: win[k] for k in ("name", "width", "level")}
+    p.update(res.record.get("resolved") or resolved_params(
+        method, filter=filter, n_iter=n_iter, lam=lam, lam_solver=res.record.get("tv_lambda"),
+        weights=weights))
     _add_inputs(man, input)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_recon_outputs(res, tmp, man)

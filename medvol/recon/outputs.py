@@ -11,7 +11,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..manifest import Manifest
     from .jobs import ReconResult
 
-__all__ = ["write_recon_outputs"]
+__all__ = ["write_recon_outputs", "metrics_caption"]
+
+
+def metrics_caption(rec: dict) -> str:
+    """Where and how a record's metrics were computed, in one line: units, scoring grid, the
+    full-range data range and the HU window of the windowed metrics."""
+    parts = [str(rec.get("metric_units", ""))]
+    grid = rec.get("scoring_grid") or {}
+    if grid.get("note"):
+        parts.append("all methods on the " + grid["note"])
+    if rec.get("ssim_data_range"):
+        parts.append("full range: data range " + str(rec["ssim_data_range"]))
+    win = rec.get("metric_window")
+    if win:
+        parts.append(f"window: {win['name']} W{win['width']:g}/L{win['level']:g} "
+                     f"(clipped to [{win['range'][0]:g}, {win['range'][1]:g}], data range "
+                     f"{win['width']:g})")
+    return "; ".join(p for p in parts if p)
 
 
 def write_recon_outputs(res: "ReconResult", folder: str | os.PathLike, man: "Manifest") -> None:
@@ -68,7 +85,7 @@ def write_recon_outputs(res: "ReconResult", folder: str | os.PathLike, man: "Man
         man.add_output(folder / png, root=folder, role="figure")
     tables = {}
     if "metrics" in rec:
-        tables["Image quality vs reference (" + rec.get("metric_units", "") + ")"] = [
+        tables["Image quality vs reference (" + metrics_caption(rec) + ")"] = [
             {"method": n, **m} for n, m in rec["metrics"].items()]
     if "sharpness" in rec:
         tables["Sharpness (higher is sharper)"] = [

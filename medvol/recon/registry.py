@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["ReconMethod", "register_method", "get_method", "available_methods", "reconstruct",
-           "DEFAULT_TV_LAMBDA", "image_scale", "tv_lambda"]
+           "resolved_params", "DEFAULT_TV_LAMBDA", "image_scale", "tv_lambda"]
 
 DEFAULT_TV_LAMBDA = 0.02
 """Default TV weight in units of the normalised problem (× :func:`image_scale`)."""
@@ -56,6 +56,9 @@ class ReconMethod:
     task : ``"module:function"`` or callable ``task(geometry, views, full_views) -> (n, pixel)``
         that checks a simulated acquisition against the grid/geometry the weights were trained
         for and returns that grid (learned methods only; None: any grid).
+    default_n_iter : the iteration (or sampling-step) count the method uses when ``n_iter`` is
+        None; None for methods without iterations (FBP, PD-UNet). Manifests record
+        :func:`resolved_params`, i.e. this value, never a null.
     """
 
     name: str
@@ -65,6 +68,7 @@ class ReconMethod:
     uses_lambda: bool = False
     default_weights: str | None = None
     task: Callable | str | None = None
+    default_n_iter: int | None = None
 
     def resolve(self, attr: str = "run") -> Callable | None:
         """The callable behind ``run`` or ``task`` (imports a ``"module:function"`` reference)."""
@@ -81,14 +85,15 @@ _METHODS: dict[str, ReconMethod] = {}
 def register_method(name: str, run: Callable | str, *, description: str = "",
                     learned: bool = False, uses_lambda: bool = False,
                     default_weights: str | None = None, task: Callable | str | None = None,
-                    replace: bool = False) -> ReconMethod:
+                    default_n_iter: int | None = None, replace: bool = False) -> ReconMethod:
     """Add a method to the registry (``replace=True`` to override an existing name)."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"reconstruction method name {name!r} must be alphanumeric")
     if name in _METHODS and not replace:
         raise InputError(f"reconstruction method {name!r} is already registered",
                          hint="pass replace=True to override it")
-    m = ReconMethod(name, run, description, learned, uses_lambda, default_weights, task)
+    m = ReconMethod(name, run, description, learned, uses_lambda, default_weights, task,
+                    default_n_iter)
     _METHODS[name] = m
     return m
 
@@ -119,8 +124,31 @@ def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None =
     m = get_method(method)
     if n_iter is not None and n_iter < 1:
         raise InputError(f"n_iter must be at least 1, got {n_iter}")
-    return m.resolve("run")(A, y, filter=filter, n_iter=n_iter, lam=lam, nonneg=nonneg,
-                            progress=progress, weights=weights or m.default_weights)
+    return m.resolve("run")(A, y, filter=filter, n_iter=n_iter or m.default_n_iter, lam=lam,
+                            nonneg=nonneg, progress=progress,
+                            weights=weights or m.default_weights)
+
+
+def resolved_params(method: str, *, filter: str = "hann", n_iter: int | None = None,
+                    lam: float | None = None, lam_solver: float | None = None,
+                    weights: str | None = None) -> dict[str, Any]:
+    """The parameters ``method`` actually runs with (defaults filled in), for manifests.
+
+    Only the parameters the method reads are listed: ``filter`` (FBP and the FBP baseline),
+    ``n_iter`` (iterative / sampling methods), ``lam`` (relative TV weight) with ``tv_lambda``
+    (the solver's λ, :func:`tv_lambda`), ``weights`` (learned methods).
+    """
+    m = get_method(method)
+    out: dict[str, Any] = {"method": method, "filter": filter}
+    if m.default_n_iter is not None:
+        out["n_iter"] = int(n_iter or m.default_n_iter)
+    if m.uses_lambda:
+        out["lam"] = DEFAULT_TV_LAMBDA if lam is None else float(lam)
+        if lam_solver is not None:
+            out["tv_lambda"] = float(lam_solver)
+    if m.learned:
+        out["weights"] = weights or m.default_weights
+    return out
 
 
 # ------------------------------------------------------------------------------- TV weight
@@ -145,19 +173,19 @@ def _fbp(A, y, *, filter, **_):
 def _sirt(A, y, *, n_iter, nonneg, progress, **_):
     from .iterative import sirt
 
-    return sirt(A, y, n_iter=n_iter or 200, nonneg=nonneg, progress=progress)
+    return sirt(A, y, n_iter=n_iter, nonneg=nonneg, progress=progress)
 
 
 def _cgls(A, y, *, n_iter, progress, **_):
     from .iterative import cgls
 
-    return cgls(A, y, n_iter=n_iter or 30, progress=progress)
+    return cgls(A, y, n_iter=n_iter, progress=progress)
 
 
 def _tv(A, y, *, lam, n_iter, nonneg, progress, **_):
     from .iterative import tv_pdhg
 
-    return tv_pdhg(A, y, lam=lam, n_iter=n_iter or 300, nonneg=nonneg, progress=progress)
+    return tv_pdhg(A, y, lam=lam, n_iter=n_iter, nonneg=nonneg, progress=progress)
 
 
 def _pdunet(A, y, *, weights, **_):
@@ -179,18 +207,19 @@ def _pdunet_task(geometry: str, views: int, full_views: int) -> tuple[int, float
 
 
 register_method("fbp", _fbp, description="filtered back-projection (FBP / fan-beam FBP / FDK)")
-register_method("sirt", _sirt, description="SIRT, 200 iterations by default")
-register_method("cgls", _cgls, description="CGLS, 30 iterations by default")
-register_method("tv", _tv, uses_lambda=True,
+register_method("sirt", _sirt, default_n_iter=200,
+                description="SIRT, 200 iterations by default")
+register_method("cgls", _cgls, default_n_iter=30, description="CGLS, 30 iterations by default")
+register_method("tv", _tv, uses_lambda=True, default_n_iter=300,
                 description="TV-regularised least squares (Chambolle-Pock), 300 iterations")
 register_method("pdunet", _pdunet, learned=True, default_weights="pdunet_ct_x16",
                 task=_pdunet_task,
                 description="PD-UNet / Learned Primal-Dual with shipped or given weights")
-register_method("dds", "medvol.recon.diffusion:run_dds", learned=True,
+register_method("dds", "medvol.recon.diffusion:run_dds", learned=True, default_n_iter=50,
                 default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
                 description="DDS: 2D diffusion prior + ADMM/CG TV-z data consistency, 50 DDIM "
                 "steps by default (--n-iter)")
-register_method("mbir", "medvol.recon.diffusion:run_mbir", learned=True,
+register_method("mbir", "medvol.recon.diffusion:run_mbir", learned=True, default_n_iter=100,
                 default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
                 description="DiffusionMBIR-style PC sampling (VP prior, 100 steps by default) "
                 "+ ADMM/CG TV-z after every step")

@@ -30,6 +30,7 @@ class SimSetup:
     vol_shape: tuple
     spacing: tuple
     data: Any                # torch tensor shaped for the operator's batch convention
+    score_ref: Volume | None = None   # the reference on the scoring grid (None: ``ref``)
 
 
 def simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
@@ -39,7 +40,8 @@ def simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
     2D fan/parallel per axial slice (slices form the batch) or one 3D cone beam over the slab.
 
     ``task_grid = (n, pixel)`` resamples every slice onto a learned model's training grid
-    instead of downsampling."""
+    for the projection; ``score_ref`` then keeps the reference on the grid every other method
+    would use (selected slices, ``downsample``), where all methods are scored."""
     import torch
 
     from ..simulate import GEOMETRIES, default_geometry, hu_to_mu
@@ -49,12 +51,13 @@ def simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
                          hint=f"use one of {', '.join(GEOMETRIES)}")
     if views < 1 or full_views < views:
         raise InputError(f"views {views} must be between 1 and full_views {full_views}")
-    ref = select_slices(vol, slices)
+    sel = select_slices(vol, slices)
+    score_ref = downsample_inplane(sel, downsample)
     if task_grid is not None:
-        ref = resample_inplane(ref, task_grid[0], task_grid[1],
-                               fill=-1024.0 if is_ct(ref) else None)
+        ref = resample_inplane(sel, task_grid[0], task_grid[1],
+                               fill=-1024.0 if is_ct(sel) else None)
     else:
-        ref = downsample_inplane(ref, downsample)
+        ref = score_ref
     ct = is_ct(ref)
     img = ref.numpy().astype(np.float32)
     x_true = hu_to_mu(img) if ct else img
@@ -73,7 +76,8 @@ def simulation_setup(vol: Volume, geometry: str, views: int, full_views: int,
     check_volume((nz, -(-full_views // views), 2 * max(ny, nx, nz)), 4,
                  what="the simulated sparse-view sinogram")
     g_full = default_geometry(geometry, vol_shape, spacing, full_views)
-    return SimSetup(ref, ct, x_true, g_full.subsample(views), vol_shape, spacing, data)
+    return SimSetup(ref, ct, x_true, g_full.subsample(views), vol_shape, spacing, data,
+                    score_ref)
 
 
 def simulate_to_folder(vol: Volume, folder, *, geometry: str = "fan", views: int = 16,

@@ -6,7 +6,8 @@ Outputs (in one atomically created folder)::
     displacement.nrrd        resampling displacement field (vector NRRD, LPS mm, intent 1006)
     displacement.h5          the same as an ITK DisplacementFieldTransform
     warped_labels.seg.nrrd   moving labels warped (nearest) — or warped_labels.nrrd for labels > 255
-    checkerboard.png, overlay.png, comparison.png, jacobian.png
+    affine.tfm               the affine as an ITK transform (--method affine)
+    checkerboard.png, overlay.png, jacobian.png   patient frame (radiological, letters, mm)
     report.html, manifest.json
 
 Every method's field is applied with SimpleITK's ``DisplacementFieldTransform`` (the same
@@ -149,56 +150,54 @@ def _norm01(a: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
-def _rgb_png(rgb: np.ndarray, path: Path, scale: int = 3) -> Path:
-    from PIL import Image
+def registration_pngs(fixed: Volume, moving_on_fixed: Volume, warped: Volume, jac: np.ndarray,
+                      out: Path) -> dict[str, tuple[Path, list]]:
+    """The register report's pictures, in the patient frame (radiological convention,
+    orientation letters, slice positions in mm; :func:`medvol.report.patient_slices`):
 
-    from .._atomic import atomic_path
+    * ``checkerboard.png`` — fixed/moving checkerboard of the axial, coronal and sagittal
+      slices through the centre, before (top row) and after (bottom row) registration;
+    * ``overlay.png`` — fixed magenta, moving green (grey where they agree), before / after;
+    * ``jacobian.png`` — the Jacobian determinant (0 black … 2 white; folding red).
 
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    with atomic_path(path, overwrite=True) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+    All images lie on the fixed grid, so their slices match pixel for pixel. Returns
+    ``{name: (path, panels)}`` (:class:`medvol.report.Panel` boxes, row by row).
+    """
+    from ..report import panels_png, patient_slices
 
+    def slices(a: np.ndarray):
+        return patient_slices(fixed.with_array(np.ascontiguousarray(a, dtype=np.float32)))
 
-def _mid_slices(a: np.ndarray) -> list[np.ndarray]:
-    z, y, x = a.shape
-    return [a[z // 2], a[:, y // 2][::-1], a[:, :, x // 2][::-1]]
-
-
-def _pad_cat(imgs: list[np.ndarray]) -> np.ndarray:
-    h = max(i.shape[0] for i in imgs)
-    out = []
-    for i in imgs:
-        pad = [(0, h - i.shape[0])] + [(0, 0)] * (i.ndim - 1)
-        out.append(np.pad(i, pad))
-        out.append(np.zeros((h, 2) + i.shape[2:]))
-    return np.concatenate(out[:-1], axis=1)
+    f = slices(_norm01(np.asarray(fixed.array, np.float64)))
+    m0 = slices(_norm01(np.asarray(moving_on_fixed.array, np.float64)))
+    w = slices(_norm01(np.asarray(warped.array, np.float64)))
+    cb_rows, ov_rows = [], []
+    for when, mov in (("before", m0), ("after", w)):
+        cb_rows.append([(checkerboard(a, b), mm, f"{plane} {pos}\n{when}", le, plane)
+                        for (plane, a, mm, le, pos), (_, b, *_) in zip(f, mov)])
+        ov_rows.append([(np.stack([a, b, a], -1), mm, f"{plane} {pos}\n{when}", le, plane)
+                        for (plane, a, mm, le, pos), (_, b, *_) in zip(f, mov)])
+    j = slices(np.asarray(jac, np.float64))
+    jrow = []
+    for plane, a, mm, le, pos in j:
+        g = np.clip(a / 2.0, 0, 1)
+        rgb = np.where((a <= 0)[..., None], np.array([1.0, 0, 0]), np.stack([g, g, g], -1))
+        jrow.append((rgb, mm, f"{plane} {pos}\nJacobian", le, plane))
+    return {
+        "checkerboard": panels_png(cb_rows, out / "checkerboard.png", overwrite=True),
+        "overlay": panels_png(ov_rows, out / "overlay.png", overwrite=True),
+        "jacobian": panels_png([jrow], out / "jacobian.png", overwrite=True),
+    }
 
 
 def _report_pngs(fixed: Volume, moving_on_fixed: Volume, warped: Volume, jac: np.ndarray,
                  out: Path) -> list[tuple[str, Path]]:
-    f = _norm01(np.asarray(fixed.array, np.float64))
-    m0 = _norm01(np.asarray(moving_on_fixed.array, np.float64))
-    w = _norm01(np.asarray(warped.array, np.float64))
-    rows = []
-    for name, a, b in (("before", f, m0), ("after", f, w)):
-        rows.append(_pad_cat([checkerboard(x, y) for x, y in zip(_mid_slices(a), _mid_slices(b))]))
-    cb = np.concatenate([rows[0], np.zeros((2, rows[0].shape[1])), rows[1]], axis=0)
-    pics = [("Checkerboard fixed/moving: before (top) and after (bottom) registration",
-             _rgb_png(np.repeat(cb[..., None], 3, -1), out / "checkerboard.png"))]
-    ov = []
-    for a, b in ((f, m0), (f, w)):
-        ov.append(_pad_cat([np.stack([x, y, x], -1) for x, y in zip(_mid_slices(a), _mid_slices(b))]))
-    ovr = np.concatenate([ov[0], np.zeros((2,) + ov[0].shape[1:]), ov[1]], axis=0)
-    pics.append(("Overlay: fixed magenta, moving green (grey where they agree); before / after",
-                 _rgb_png(ovr, out / "overlay.png")))
-    jj = np.clip((jac - 0.0) / 2.0, 0, 1)
-    jrgb = _pad_cat([np.stack([s, s, s], -1) for s in _mid_slices(jj)])
-    fold = _pad_cat([(s <= 0)[..., None] * np.array([1.0, 0, 0]) for s in _mid_slices(jac)])
-    jrgb = np.where(fold.sum(-1, keepdims=True) > 0, fold, jrgb)
-    pics.append(("Jacobian determinant (0 black … 2 white; folding red)", _rgb_png(jrgb, out / "jacobian.png")))
-    return pics
+    p = registration_pngs(fixed, moving_on_fixed, warped, jac, out)
+    return [("Checkerboard fixed/moving in the patient frame (radiological): before (top) and "
+             "after (bottom) registration", p["checkerboard"][0]),
+            ("Overlay: fixed magenta, moving green (grey where they agree); before / after",
+             p["overlay"][0]),
+            ("Jacobian determinant (0 black … 2 white; folding red)", p["jacobian"][0])]
 
 
 def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,

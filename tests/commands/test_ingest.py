@@ -68,6 +68,8 @@ def test_ingest_writes_volume_and_manifest(study, tmp_path, capsys, caplog):
     assert man["command"] == "ingest"
     assert len(man["inputs"]) == 5 and all(len(i["sha256"]) == 64 for i in man["inputs"])
     assert [o["path"] for o in man["outputs"]] == [f"{dirs[0].name}/volume.nrrd"]
+    side = man["outputs"][0]["sidecar"]
+    assert side["path"] == f"{dirs[0].name}/volume.json" and (out / side["path"]).is_file()
     # the QC report: montage + orthoslices beside each volume, report.html, listed under "qc"
     assert sorted(q["path"] for q in man["qc"]) == sorted([
         f"{dirs[0].name}/qc_montage.png", f"{dirs[0].name}/qc_orthoslices.png", "report.html"])

@@ -30,13 +30,19 @@ def _ct_volume(n: int = 96, nz: int = 2) -> mv.Volume:
                      meta={"modality": "CT"})
 
 
-def _quality(img, ref) -> dict:
-    """PSNR / SSIM (scikit-image) of ``img`` against ``ref``, data range = reference range."""
+def _quality(img, ref, window=None, gaussian=False) -> dict:
+    """PSNR / SSIM (scikit-image) of ``img`` against ``ref``, data range = reference range, or
+    both clipped to ``window = (low, high)`` with data range = window width. ``gaussian``: the
+    Gaussian-window SSIM of Wang et al. (σ 1.5, population covariance) that medvol reports."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     img, ref = np.asarray(img, np.float64), np.asarray(ref, np.float64)
     dr = float(ref.max() - ref.min())
-    ssim = np.mean([structural_similarity(r, i, data_range=dr) for r, i in zip(ref, img)])
+    if window is not None:
+        img, ref = np.clip(img, *window), np.clip(ref, *window)
+        dr = float(window[1] - window[0])
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
+    ssim = np.mean([structural_similarity(r, i, data_range=dr, **kw) for r, i in zip(ref, img)])
     return {"psnr_db": float(peak_signal_noise_ratio(ref, img, data_range=dr)), "ssim": float(ssim)}
 
 
@@ -69,6 +75,19 @@ def test_recon_volume_beats_fbp_and_keeps_geometry(ct_file, tmp_path, method):
     rec, fbp = m["metrics"]["metrics"]["recon"], m["metrics"]["metrics"]["fbp"]
     assert rec["psnr_db"] == pytest.approx(rec_q["psnr_db"], abs=0.5)
     assert fbp["psnr_db"] == pytest.approx(fbp_q["psnr_db"], abs=0.5)
+    # windowed metrics: a 144 mm field of view CT counts as a head → brain window W80/L40
+    rec_m = m["record"]
+    assert rec_m["metric_window"]["name"] == "brain" and rec_m["metric_window"]["range"] == [0, 80]
+    rec_w = _quality(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "recon.nrrd"))), ref_a,
+                     window=(0.0, 80.0), gaussian=True)
+    assert rec["ssim_window"] == pytest.approx(rec_w["ssim"], abs=2e-3)
+    assert rec["psnr_db_window"] == pytest.approx(rec_w["psnr_db"], abs=0.05)
+    # the parameters actually used, never null
+    params = m["parameters"]
+    assert params["n_iter"] == {"tv": 300, "cgls": 30}[method]
+    assert ("lam" in params) == (method == "tv") and params["filter"] == "hann"
+    if method == "tv":
+        assert params["lam"] == 0.02 and params["tv_lambda"] > 0
     assert any(i["path"].endswith("ct.nrrd") and len(i["sha256"]) == 64 for i in m["inputs"])
     # the reconstruction sits on the reference grid, read by an independent library
     ref, got = sitk.ReadImage(str(ct_file)), sitk.ReadImage(str(out / "recon.nrrd"))
@@ -188,6 +207,18 @@ def test_recon_pdunet_on_volume_beats_fbp(ct_file, tmp_path):
     rec_q = _quality(sitk.GetArrayFromImage(rec_img), ref_a)
     fbp_q = _quality(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "fbp.nrrd"))), ref_a)
     assert rec_q["ssim"] > fbp_q["ssim"] and rec_q["psnr_db"] > fbp_q["psnr_db"]
+    # the manifest scores on the REFERENCE grid (the one TV/FBP would use): the 128² result
+    # resampled back (SimpleITK, linear, air outside) and compared with the reference itself
+    m = json.loads((out / "manifest.json").read_text())
+    ref0 = sitk.Cast(sitk.ReadImage(str(ct_file)), sitk.sitkFloat32)
+    back = sitk.Resample(rec_img, ref0, sitk.Transform(), sitk.sitkLinear, -1000.0)
+    on_ref = _quality(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(ref0), gaussian=True)
+    got_m = m["metrics"]["metrics"]["recon"]
+    assert got_m["psnr_db"] == pytest.approx(on_ref["psnr_db"], abs=0.05)
+    assert got_m["ssim"] == pytest.approx(on_ref["ssim"], abs=2e-3)
+    assert m["record"]["scoring_grid"]["shape_zyx"] == list(sitk.GetArrayFromImage(ref0).shape)
+    assert m["record"]["scoring_grid"]["resampled"] == ["recon", "fbp"]
+    assert m["parameters"]["weights"] == "pdunet_ct_x16" and "n_iter" not in m["parameters"]
     got = mv.io.read(out / "recon.nrrd")
     assert got.shape[1:] == (128, 128)  # the network's training grid, geometry recorded
     np.testing.assert_allclose(got.spacing[:2], (1.953125, 1.953125))
@@ -271,3 +302,25 @@ def test_projection_rows_keep_their_height(tmp_path):
     assert res.volume.origin[2] == pytest.approx((full_rows - 1) / 2 - 63)
     top = reconstruct_projections(SYNCHROTRON, method="fbp", rows="0:4", cor="none")
     assert top.volume.origin[2] == pytest.approx((full_rows - 1) / 2 - 3)
+
+
+def test_metric_window_option(ct_file, tmp_path, capsys):
+    """--metric-window LOW:HIGH is the window of the windowed metrics (checked against
+    scikit-image on the written files); an unknown preset is one error line before any work."""
+    import SimpleITK as sitk
+
+    out = tmp_path / "w"
+    assert main(["recon", str(ct_file), "-o", str(out), "--method", "fbp", "--views", "4",
+                 "--metric-window=-160:240", "--no-progress"]) == 0
+    rec = json.loads((out / "manifest.json").read_text())["record"]
+    assert rec["metric_window"]["range"] == [-160.0, 240.0] and rec["metric_window"]["width"] == 400
+    assert "fbp" not in rec["metrics"]                       # FBP is the method itself here
+    ref_a = sitk.GetArrayFromImage(sitk.ReadImage(str(ct_file))).astype(np.float64)
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "recon.nrrd")))
+    q = _quality(got, ref_a, window=(-160.0, 240.0), gaussian=True)
+    assert rec["metrics"]["recon"]["ssim_window"] == pytest.approx(q["ssim"], abs=2e-3)
+    assert "W400/L40" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    assert main(["recon", str(ct_file), "-o", str(bad), "--method", "fbp",
+                 "--metric-window", "liver"]) == InputError.exit_code
+    assert not bad.exists() and len(_stderr_lines(capsys)) == 1

@@ -88,6 +88,41 @@ def test_nrrd_world_coordinates_sitk_and_pynrrd(vol, tmp_path):
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-12)
 
 
+def test_nrrd_header_means_what_pynrrd_writes(vol, tmp_path):
+    """medvol's streaming NRRD writer and pynrrd's ``nrrd.write`` give headers with the same
+    meaning (space, directions incl. ``none``, origin, kinds, sizes, type, endian, encoding,
+    custom fields) for a 3D volume and 4D repeats; pynrrd reads medvol's data exactly."""
+    import nrrd
+
+    from medvol.io.nrrd import _nrrd_geometry, _write_nrrd_file
+
+    geo = _nrrd_geometry(vol)
+    cases = {
+        "3d": (np.asarray(vol.array, np.int16), {**geo, "kinds": ["domain"] * 3}),
+        "4d": (np.stack([np.asarray(vol.array, np.float32)] * 2),
+               {"space": geo["space"], "space origin": geo["space origin"],
+                "space directions": np.vstack([geo["space directions"], [np.nan] * 3]),
+                "kinds": ["domain"] * 3 + ["list"]}),
+    }
+    for name, (data, hdr) in cases.items():
+        hdr = {**hdr, "encoding": "gzip", "medvol_units": "HU"}
+        ours, theirs = tmp_path / f"{name}_ours.nrrd", tmp_path / f"{name}_pynrrd.nrrd"
+        _write_nrrd_file(ours, data, dict(hdr))
+        nrrd.write(str(theirs), data, dict(hdr), index_order="C")
+        a, b = nrrd.read_header(str(ours)), nrrd.read_header(str(theirs))
+        from nrrd.reader import _determine_datatype
+
+        assert _determine_datatype(a) == _determine_datatype(b), name   # "short" = "int16"
+        for key in ("dimension", "space", "kinds", "endian", "encoding", "medvol_units"):
+            assert a[key] == b[key], (name, key)
+        np.testing.assert_array_equal(a["sizes"], b["sizes"])
+        np.testing.assert_allclose(a["space origin"], b["space origin"], rtol=1e-15)
+        np.testing.assert_allclose(a["space directions"], b["space directions"], rtol=1e-15,
+                                   equal_nan=True)
+        got, _ = nrrd.read(str(ours), index_order="C")
+        np.testing.assert_array_equal(got, data)
+
+
 def test_nrrd_header_is_slicer_style(vol, tmp_path):
     p = write(vol.with_array(vol.array.astype(np.int16)), tmp_path / "ct.nrrd")
     text = _header_text(p)

@@ -131,3 +131,31 @@ def test_voxelmorph_wrapper_swaps_to_monai_order():
     f, m = torch.zeros(1, 1, 16, 16, 16), torch.ones(1, 1, 16, 16, 16)
     net(f, m)
     assert seen["moving"] is m and seen["fixed"] is f
+
+
+def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
+    """warp / integrate_svf now run MONAI's Warp / DVF2DDF: same numbers as grid_sample with
+    align_corners=True and the scaling-and-squaring loop written out (float rounding only)."""
+    import torch
+    import torch.nn.functional as F
+
+    from medvol.models.micdir import integrate_svf, warp
+
+    def ref_warp(img, ddf):
+        sp = ddf.shape[2:]
+        axes = [torch.arange(n, dtype=ddf.dtype) for n in sp]
+        g = torch.stack(torch.meshgrid(*axes, indexing="ij"), 0)[None] + ddf
+        g = torch.stack([g[:, k] * (2.0 / (n - 1)) - 1.0 for k, n in enumerate(sp)], 1)
+        return F.grid_sample(img, g.flip(1).movedim(1, -1), mode="bilinear",
+                             padding_mode="zeros", align_corners=True)
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 1, 12, 14, 16, generator=g)
+    ddf = torch.randn(1, 3, 12, 14, 16, generator=g) * 2
+    torch.testing.assert_close(warp(img, ddf), ref_warp(img, ddf), atol=1e-5, rtol=0)
+    v = torch.randn(1, 3, 12, 14, 16, generator=g) * 3
+    u = v / 2 ** 7
+    for _ in range(7):
+        u = u + ref_warp(u, u)
+    torch.testing.assert_close(integrate_svf(v, 7), u, atol=2e-4, rtol=0)
+    assert (integrate_svf(v, 7) - v).abs().max() > 0.1      # integration did something

@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import DicomError, InputError, MedvolError
 from ...volume import Volume
 from . import geometry as geo
+from .acquisition import acquisition_params
 from .meta import safe_meta
 from .frames import _Frame, _classic_frames, _enhanced_stacks
 from .pixels import decode_pixels
@@ -248,6 +249,8 @@ def _build_volumes(frames: list[_Frame], header, *, resample: str, fill_value: f
     extent against the budget, decode, drop exact duplicates, analyse the stack, decide on
     resampling, place the voxels on a regular grid, and record every decision."""
     _check_consistent(frames)
+    extra = dict(extra or {})
+    acq = extra.pop("acquisition", None)
     ref = frames[0]
     r, c, n, si, sj = _axes(ref)
     frames, w = _sort_along_normal(frames, n)
@@ -263,6 +266,7 @@ def _build_volumes(frames: list[_Frame], header, *, resample: str, fill_value: f
         meta["units"] = "HU"
     meta["tilt_deg"] = round(an.tilt_deg, 4)
     meta["max_spacing_deviation_mm"] = round(an.gap_max_deviation_mm, 4)
+    _kind_and_units(meta, acq if acq is not None else acquisition_params(header), frames)
     ingest = _ingest_record(n_in, n, an, resample, extra, positions, r, c, si, sj)
     need = an.sheared or not an.uniform
     do_resample = _resample_decision(an, resample, ref, meta["label"])
@@ -295,6 +299,30 @@ def _build_volumes(frames: list[_Frame], header, *, resample: str, fill_value: f
         log.warning("%s: %s", meta["label"], m)
     return Volume(array, spacing=(si, sj, spacing_k), origin=origin,
                   direction=np.stack([r, c, n], axis=1), meta=meta)
+
+
+def _kind_and_units(meta: dict, acq: dict, frames: Sequence[_Frame]) -> None:
+    """``meta["acquisition"]`` (BIDS-style sidecar values), ``meta["image_kind"]`` and the
+    value units: a RealWorldValueMapping's units are the volume's units only when its slope and
+    intercept are the rescale that was applied (then the stored values ARE in those units)."""
+    acq = dict(acq)
+    rw = acq.get("RealWorldValueMapping")
+    if rw is not None:
+        f0 = frames[0]
+        slope, inter = (f0.slope, f0.intercept) if f0.rescaled else (1.0, 0.0)
+        if abs(rw["slope"] - slope) <= 1e-6 * max(1.0, abs(slope)) and \
+                abs(rw["intercept"] - inter) <= 1e-6 * max(1.0, abs(inter)):
+            meta.setdefault("units", rw["units"])
+        else:
+            acq.pop("Units", None)      # values are rescaled values, not the mapped units
+            rw["applied"] = False
+    if "units" in meta:
+        acq["Units"] = meta["units"]
+    if acq.get("ImageKind"):
+        meta["image_kind"] = acq["ImageKind"]
+    acq.setdefault("Modality", meta.get("modality"))
+    acq["GantryTiltMeasured"] = meta.get("tilt_deg")
+    meta["acquisition"] = acq
 
 
 def _check_finite(values: np.ndarray, ref: _Frame) -> None:
@@ -357,22 +385,60 @@ def load_series(group: SeriesGroup, *, resample: str = "auto", fill_value: float
     return vols
 
 
+def _repeat_order(v: Volume) -> tuple:
+    acq = v.meta.get("acquisition") or {}
+    ing = v.meta.get("ingest") or {}
+    return (acq.get("AcquisitionNumber") or 0, ing.get("temporal_position_index") or 0)
+
+
 def _unique_labels(vols: list[Volume]) -> list[Volume]:
+    """Unique, meaningful labels for volumes that share a series label.
+
+    Volumes of one series that differ in content get the kind as a suffix
+    (``s801_MR_1a2b3c4d_magnitude``, ``…_fieldmap_hz``; from ImageType / FrameType /
+    ComplexImageComponent / RealWorldValueMapping units, :func:`~.acquisition.image_kind`).
+    Volumes left with the same label and the same grid are *repeats* (time points,
+    acquisitions): they get ``_repNN`` in AcquisitionNumber / TemporalPositionIndex order and
+    ``meta["repeat_of"]`` (the shared label) so that the ingest job can stack them into one 4D
+    file. Only what remains ambiguous falls back to ``_vNN``.
+    """
+    from collections import defaultdict
     from dataclasses import replace
 
-    counts: dict[str, int] = {}
-    for v in vols:
-        counts[v.meta["label"]] = counts.get(v.meta["label"], 0) + 1
-    seen: dict[str, int] = {}
-    out = []
-    for v in vols:
-        lab = v.meta["label"]
-        if counts[lab] > 1:
-            seen[lab] = seen.get(lab, 0) + 1
-            out.append(replace(v, meta={**v.meta, "label": f"{lab}_v{seen[lab]:02d}"}))
-        else:
-            out.append(v)
-    return out
+    def relabel(vs: list[Volume], suffix) -> list[Volume]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, v in enumerate(vs):
+            groups[v.meta["label"]].append(i)
+        out = list(vs)
+        for lab, idx in groups.items():
+            if len(idx) > 1:
+                for n, i in enumerate(idx):
+                    new = suffix(vs[i], lab, n, idx)
+                    if new is not None:
+                        out[i] = replace(vs[i], meta={**vs[i].meta, **new})
+        return out
+
+    def by_kind(v, lab, n, idx):
+        kind = v.meta.get("image_kind")
+        return {"label": f"{lab}_{kind}"} if kind else None
+
+    vols = relabel(vols, by_kind)
+
+    def by_repeat(v, lab, n, idx):
+        members = [vols[i] for i in idx]
+        if not all(m.same_grid(members[0]) for m in members):
+            return None
+        order = sorted(range(len(idx)), key=lambda k: _repeat_order(members[k]))
+        rank = order.index(n)
+        return {"label": f"{lab}_rep{rank + 1:02d}", "repeat_of": lab,
+                "repeat_index": rank + 1, "repeat_count": len(idx)}
+
+    vols = relabel(vols, by_repeat)
+
+    def by_number(v, lab, n, idx):
+        return {"label": f"{lab}_v{n + 1:02d}"}
+
+    return relabel(vols, by_number)
 
 
 def read_dicom_series(path: str | os.PathLike, *, resample: str = "auto",

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...errors import DicomError, InputError
 from . import values as V
+from .acquisition import acquisition_params
 from .meta import safe_token
 from .scan import SeriesGroup
 
@@ -211,6 +212,8 @@ def _enhanced_stacks_checked(f: Path, ds, where: str) -> list[tuple[dict, list[_
                 info["temporal_position_index"] = int(tpi)
             if stack_id:
                 info["stack_id"] = safe_token(stack_id, cap=16, allow_space=False)
+            # kind, units and BIDS-style parameters of this stack (popped by the builder)
+            info["acquisition"] = acquisition_params(ds, fr, shared)
             infos[key] = info
     return [(infos[k], v) for k, v in stacks.items()]
 
