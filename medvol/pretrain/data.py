@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["SOURCES", "HIPPO", "splits", "read_zyx", "normalise_mri", "window_ct",
-           "foreground_box", "unlabelled_pool", "load_hippocampus_labelled", "resize_to"]
+           "foreground_box", "unlabelled_pool", "load_hippocampus_labelled", "heldout_images",
+           "resize_to"]
 
 HIPPO = "mri/hippocampus"
 # source name -> (sub-path, file pattern, modality)
@@ -130,6 +131,17 @@ def unlabelled_pool(data, sources: Sequence[str] = ("hippocampus",), *,
             vols.append(resize_to(a, region))
             names.append(f"{s}/{f.name.split('.')[0]}")
     return np.stack(vols).astype(np.float32), names
+
+
+def heldout_images(data, region: Sequence[int]) -> np.ndarray:
+    """Images of the hippocampus *test* subjects present under the data root, normalised and
+    resized to ``region`` (``(N, z, y, x)``; ``N = 0`` when there are none). Labels are not read."""
+    from ..learned.data import resolve_data_root
+
+    root = resolve_data_root(data) / HIPPO / "images"
+    files = [root / f"{s}.nii.gz" for s in splits()["hippocampus"]["test"]]
+    vols = [resize_to(normalise_mri(read_zyx(f)), region) for f in files if f.is_file()]
+    return np.stack(vols) if vols else np.zeros((0, *region), np.float32)
 
 
 def load_hippocampus_labelled(data, subjects: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -321,7 +321,7 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
     from ..learned.trainer import save_loss_curve, train_loop
     from ..learned.weights import save_weights
     from . import models as _models  # noqa: F401 - registers voco_cnn / voco_swin
-    from .data import load_hippocampus_labelled, resize_to, splits, unlabelled_pool
+    from .data import heldout_images, unlabelled_pool
 
     if arch not in ("voco_cnn", "voco_swin"):
         raise InputError(f"arch must be voco_cnn or voco_swin, got {arch!r}")
@@ -358,9 +358,7 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
            "final_loss": float(np.mean([h["loss"] for h in res.history[-50:]]))
            if res.history else None}
     if export is not None:
-        test = splits()["hippocampus"]["test"]
-        held = np.stack([resize_to(img, s.region) for img, _ in
-                         load_hippocampus_labelled(data, test)]) if "hippocampus" in sources else vols[:0]
+        held = heldout_images(data, s.region) if "hippocampus" in sources else vols[:0]
         if len(held):
             out.update(pretext_error(pair.student, held, s, seed=seed))
         save_weights(export, pair.student, arch=arch, config=cfg, task="voco-pretrain",
