@@ -89,7 +89,7 @@ def _finetune(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for j, (m, n, seed) in enumerate(_jobs()):
         f = out / f"{m}_{n}_{seed}.json"
-        if j % n_shards != i or f.exists():
+        if j % n_shards != i or f.exists() or m not in args.methods:
             continue
         enc = None if m == "random" else encoder_state_dict(Path(args.run_dir) / f"{m}.safetensors")
         t = time.perf_counter()
@@ -189,6 +189,8 @@ def main(argv=None) -> None:
     ap.add_argument("--stage", choices=("all", "pretrain", "finetune", "report"), default="all")
     ap.add_argument("--method", choices=("voco", "mvr"), default=None)
     ap.add_argument("--shard", default="0/1")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="fine-tune only these inits (e.g. random while pre-training runs)")
     ap.add_argument("--pretrain-s", type=float, default=1500.0,
                     help="training-time budget per pre-training method (s)")
     ap.add_argument("--max-steps", type=int, default=100000)
