@@ -74,6 +74,6 @@ def pretrain_masked(data=None, *, sources: Sequence[str] = ("hippocampus",),
                      overwrite=overwrite)
         save_loss_curve(res.history, str(export)[:-len(".safetensors")] + "_loss.png"
                         if str(export).endswith(".safetensors") else str(export) + "_loss.png",
-                        title="masked-volume reconstruction")
+                        title="masked-volume reconstruction", smooth=25)
         out["export"] = str(export)
     return out

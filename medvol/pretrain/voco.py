@@ -369,6 +369,7 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
                             "steps": res.steps_done, "train_s": out["train_s"]},
                      overwrite=overwrite)
         save_loss_curve(res.history, Path(str(export)).with_suffix("").as_posix() + "_loss.png",
-                        keys=("loss", "pos", "neg", "reg"), title=f"VoCo v1 ({arch})")
+                        keys=("loss", "pos", "neg", "reg"), title=f"VoCo v1 ({arch})",
+                        smooth=25)
         out["export"] = str(export)
     return out
