@@ -87,7 +87,8 @@ def _finetune(args) -> None:
     pools = {n: load_hippocampus_labelled(args.data, sp[f"finetune_{n}"]) for n in LABELS}
     out = Path(args.run_dir) / "finetune"
     out.mkdir(parents=True, exist_ok=True)
-    for j, (m, n, seed) in enumerate(_jobs()):
+    jobs = list(enumerate(_jobs()))
+    for j, (m, n, seed) in (jobs[::-1] if args.reverse else jobs):
         f = out / f"{m}_{n}_{seed}.json"
         if j % n_shards != i or f.exists() or m not in args.methods:
             continue
@@ -189,6 +190,8 @@ def main(argv=None) -> None:
     ap.add_argument("--stage", choices=("all", "pretrain", "finetune", "report"), default="all")
     ap.add_argument("--method", choices=("voco", "mvr"), default=None)
     ap.add_argument("--shard", default="0/1")
+    ap.add_argument("--reverse", action="store_true",
+                    help="take the shard's jobs last-first (a second worker on the same shard)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="fine-tune only these inits (e.g. random while pre-training runs)")
     ap.add_argument("--pretrain-s", type=float, default=1500.0,
