@@ -53,6 +53,7 @@ def _register() -> None:
     app.command("register")(register.register)
     app.add_typer(train.app, name="train")
     app.add_typer(__import__("medvol.commands.ssp", fromlist=["app"]).app, name="ssp")
+    app.add_typer(__import__("medvol.commands.pretrain", fromlist=["app"]).app, name="pretrain")
     app.command("run-pipeline")(pipeline.run_pipeline)
     app.command("serve")(pipeline.serve)
 

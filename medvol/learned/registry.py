@@ -28,7 +28,7 @@ __all__ = ["ModelSpec", "register_model", "get_model_spec", "available_models", 
            "make_config", "config_to_dict"]
 
 # modules whose import registers models (imported lazily on the first lookup miss)
-_BUILTIN_MODULES = ("medvol.learned.zoo", "medvol.ssp.models")
+_BUILTIN_MODULES = ("medvol.learned.zoo", "medvol.ssp.models", "medvol.pretrain.models")
 _REGISTRY: dict[str, "ModelSpec"] = {}
 _loaded = False
 _MAX_TUPLE = 32
