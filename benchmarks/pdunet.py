@@ -208,8 +208,11 @@ def _key(task_name, noise_i0):
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path = DEFAULT_DATA,
-             noise_i0: float | None = None) -> dict:
-    """Every method on every held-out slice; metrics per slice and per patient."""
+             noise_i0: float | None = None, cache: Path | None = None) -> dict:
+    """Every method on every held-out slice; metrics per slice and per patient.
+
+    ``cache``: a JSON file of classical-method rows (keyed by task, noise and parameters), so
+    re-scoring new weights does not re-run TV/SIRT/CGLS."""
     import torch
 
     from medvol.learned.weights import load_weights
@@ -226,11 +229,20 @@ def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path 
         else:
             print(f"  (no weights {p}; skipping {label})")
     names = prob.methods() + list(models)
+    ckey = json.dumps([task_name, noise_i0, {k: v for k, v in params.items() if k != "grid"}],
+                      sort_keys=True)
+    cached = {}
+    if cache is not None and cache.exists():
+        cached = json.loads(cache.read_text())
+    done = {(r["subject"], r["slice"], r["method"]): r for r in cached.get(ckey, [])}
     rows = []
     for si, sub in enumerate(subs):
         for k, gt in enumerate(sub.slices):
             y, raw = prob.simulate(gt, 10_000 * si + k)
             for name in names:
+                if (sub.key, k, name) in done and name not in models:
+                    rows.append(done[(sub.key, k, name)])
+                    continue
                 t0 = time.perf_counter()
                 if name in models:
                     with torch.inference_mode():
@@ -246,6 +258,10 @@ def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path 
                                          * 1000.0)
                 rows.append(r)
         print(f"  {task_name}: patient {si + 1}/{len(subs)} ({sub.region}) done", flush=True)
+        if cache is not None:
+            cached = json.loads(cache.read_text()) if cache.exists() else {}
+            cached[ckey] = [r for r in rows if r["method"] not in models]
+            cache.write_text(json.dumps(cached))
     return {"task": task_name, "noise_i0": noise_i0, "params": params, "methods": names,
             "rows": rows}
 
@@ -464,6 +480,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-slices", type=int, default=8,
                     help="training slices (one per training subject) of --tune")
     ap.add_argument("--no-eval", action="store_true", help="only --tune")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="JSON cache of the classical methods' per-slice results")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="training/test data root (default ../shared/data)")
     a = ap.parse_args(argv)
@@ -502,7 +520,7 @@ def main(argv=None) -> int:
         if _key(t, i0) not in params:
             print(f"no classical parameters for {_key(t, i0)}: run with --tune first")
             return 2
-        r = evaluate(t, a.weights_dir, params[_key(t, i0)], a.data, i0)
+        r = evaluate(t, a.weights_dir, params[_key(t, i0)], a.data, i0, a.cache)
         txt = report(r)
         print(txt, flush=True)
         md.append(txt)
