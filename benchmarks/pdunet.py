@@ -480,6 +480,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-slices", type=int, default=8,
                     help="training slices (one per training subject) of --tune")
     ap.add_argument("--no-eval", action="store_true", help="only --tune")
+    ap.add_argument("--noise-only", action="store_true", help="only the --noise CT run")
     ap.add_argument("--cache", type=Path, default=None,
                     help="JSON cache of the classical methods' per-slice results")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
@@ -490,6 +491,8 @@ def main(argv=None) -> int:
     runs = [(t, None) for t in a.tasks]
     if a.noise and "ct_x16" in a.tasks:
         runs.append(("ct_x16", a.noise))
+    if a.noise_only:
+        runs = [r for r in runs if r[1]]
     params = json.loads(PARAMS.read_text()) if PARAMS.exists() else {}
     if a.tune:
         for t, i0 in runs:

@@ -4,8 +4,9 @@ The reconstruction runs through ``medvol recon`` (the CLI entry point) and SSIM 
 recomputed with scikit-image from the written ``recon.nrrd`` against a reference built here,
 independently of medvol's data code:
 
-* CT (``pdunet_ct_x16``, ``lpd_ct_x16``): the 6 held-out slices (instance numbers 16–21) of the
-  bundled GE head CT, read with pydicom, 4×4 block-averaged to 128² (1.953 mm), written as a
+* CT (``pdunet_ct_x16``, ``lpd_ct_x16``): 6 slices (instance numbers 16–21) of the bundled GE
+  head CT — a test patient of the many-patient weights (no head CT in their training) — read
+  with pydicom, 4×4 block-averaged to 128² (1.953 mm), written as a
   volume; ``medvol recon VOLUME --method pdunet`` simulates the 23-view fan-beam data and
   reconstructs. Scored in attenuation units μ = 0.0192·(1 + HU/1000) /mm clipped at 0, Gaussian
   SSIM (σ 1.5), data range = ground-truth range — the model card's rule.
@@ -13,9 +14,8 @@ independently of medvol's data code:
   (held out from training), 16 radial spokes × 256 samples simulated with
   :func:`medvol.mri.nufft_forward`, reconstructed by ``medvol recon spokes.npz --method pdunet``.
 
-The pinned values are the measured means on these cases (the CT ones equal the model cards'
-held-out means to 3 decimals); tolerance ±0.02 SSIM and ±0.5 dB PSNR, so swapping PD-UNet for
-the LPD weights (−0.04 / −0.03 SSIM, −3.9 / −1.0 dB) or a broken loader fails.
+The pinned values are the measured means on these cases; tolerance ±0.02 SSIM and ±0.5 dB PSNR,
+so swapping PD-UNet for the LPD weights or a broken loader fails.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ nrrd = pytest.importorskip("nrrd")
 SSIM_TOL, PSNR_TOL = 0.02, 0.5
 #: name -> (pinned mean SSIM, pinned mean PSNR dB); model card values in the comments
 PINNED = {
-    "pdunet_ct_x16": (0.9757, 35.43),   # card 0.9757 / 35.43 (same 6 slices)
-    "lpd_ct_x16": (0.9333, 31.49),      # card 0.9333 / 31.49
+    "pdunet_ct_x16": (0.9567, 32.18),   # many-patient weights; head CT never seen in training
+    "lpd_ct_x16": (0.8846, 26.51),      # many-patient weights (600 steps)
     "pdunet_mri_x16": (0.9004, 28.37),  # card 0.9184 / 29.12 over 99 slices (3 slices here)
     "lpd_mri_x16": (0.8739, 27.39),     # card 0.8917 / 27.93
 }
