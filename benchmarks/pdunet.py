@@ -266,6 +266,38 @@ def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path 
             "rows": rows}
 
 
+def speed_pair(task_name: str, params: dict, weights_dir: Path | None, data: Path = DEFAULT_DATA,
+               n: int = 8) -> str:
+    """Seconds per slice of the tuned TV and of PD-UNet measured **interleaved** (TV, PD-UNet,
+    TV, …) on ``n`` test slices from different patients, so both see the same machine load."""
+    import torch
+
+    from medvol.learned.weights import load_weights
+    from medvol.recon.pdunet_cohort import ct_subjects, mri_subjects
+
+    prob = _Problem(task_name)
+    p = _weights(weights_dir, f"pdunet_{task_name}")
+    if not p.exists():
+        return f"- interleaved timing: no weights {p.name}"
+    model = load_weights(p, arch="pdunet")[0].eval()
+    subs = (ct_subjects if prob.task.modality == "ct" else mri_subjects)(data, split="test")
+    slices = [s.slices[0] for s in subs][:n]
+    t_tv, t_pd = [], []
+    for gt in slices:
+        y, raw = prob.simulate(gt, 0)
+        t0 = time.perf_counter()
+        prob.classical("TV", y, raw, params)
+        t_tv.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model(torch.from_numpy(y[None]), prob.op)
+        t_pd.append(time.perf_counter() - t0)
+    tv, pd = float(np.median(t_tv)), float(np.median(t_pd))
+    return (f"- interleaved timing ({len(slices)} slices, {torch.get_num_threads()} threads): "
+            f"TV (lam {params['tv_lam']:g}, {params['tv_iters']} it.) median {tv:.2f} s/slice, "
+            f"PD-UNet {pd:.3f} s/slice → PD-UNet is **{tv / pd:.0f}× faster**")
+
+
 def _per_subject(rows, method, metric, region=None):
     by: dict[str, list] = {}
     for r in rows:
@@ -525,6 +557,8 @@ def main(argv=None) -> int:
             return 2
         r = evaluate(t, a.weights_dir, params[_key(t, i0)], a.data, i0, a.cache)
         txt = report(r)
+        if not i0:
+            txt += "\n" + speed_pair(t, params[_key(t, i0)], a.weights_dir, a.data)
         print(txt, flush=True)
         md.append(txt)
         out["quality"].append(r)
