@@ -5,6 +5,8 @@ through the loaders it replaced.
 PD-UNet loader with ``TomoOperator``; ``medvol.registration.learned.load_model``) at commit
 98515b5 on fixed inputs (a Shepp–Logan slice through the task's sparse geometry; two Gaussian
 blobs on the 64×80×64 registration grid): sum, absolute sum and seven values of each output.
+The ``pdunet_ct_x16`` / ``lpd_ct_x16`` entries were regenerated when those weights were retrained
+on many patients (issue 14); they pin the new files the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ SINO = [n for n in REF if n.startswith(("pdunet", "lpd"))]
 REG = [n for n in REF if n.startswith(("micdir", "voxelmorph"))]
 
 
-def _compare(name, out):
+def _compare(name, out, rtol_sum=1e-6):
     """Equal to the old loaders' outputs; bit-identical on the machine that made the reference
     (float32 summation order may differ elsewhere, hence the 1e-6 relative slack)."""
     ref = REF[name]
@@ -32,8 +34,8 @@ def _compare(name, out):
     flat = a.ravel()
     scale = float(np.abs(flat).max())
     np.testing.assert_allclose(flat[ref["idx"]], ref["values"], rtol=0, atol=1e-6 * scale)
-    np.testing.assert_allclose(flat.sum(), ref["sum"], rtol=1e-6)
-    np.testing.assert_allclose(np.abs(flat).sum(), ref["abs_sum"], rtol=1e-6)
+    np.testing.assert_allclose(flat.sum(), ref["sum"], rtol=rtol_sum)
+    np.testing.assert_allclose(np.abs(flat).sum(), ref["abs_sum"], rtol=rtol_sum)
 
 
 def test_reference_covers_the_pdunet_and_registration_files():
@@ -102,4 +104,7 @@ def test_registration_shipped_outputs_unchanged(name):
     assert info.task["grid_shape"] == [64, 80, 64] and info.task["modality"] == name.split("_")[1]
     f, m = _blobs()
     ddf, _ = run_net(model, f, m)
-    _compare(name, ddf)
+    # MICDIR's warp and velocity integration now run MONAI's Warp / DVF2DDF: float32 rounding
+    # moves the sum of the 1 M-voxel field by 1.35e-6 relative (measured); the seven values
+    # stay within 1e-6 of the field's maximum
+    _compare(name, ddf, rtol_sum=5e-6)
