@@ -244,6 +244,14 @@ def scan_dicom(path: str | os.PathLike, *, progress: bool = False, errors: str =
             raise DicomError("folder is empty", path=root,
                              hint="point to the folder that holds the DICOM series")
     images: list[tuple[Path, Any]] = []
+
+    def _bad_header(f: Path, msg: str) -> None:
+        """An unreadable header: skipped with a warning (``errors="skip"``), else one error."""
+        if errors != "skip":
+            raise DicomError(msg, path=f) from None
+        log.warning("%s: %s; skipped", f.name, msg)
+        skipped.append((f, "unreadable header"))
+
     with _progress(progress, "Scanning DICOM headers", len(files)) as advance:
         for f in files:
             advance()
@@ -270,26 +278,18 @@ def scan_dicom(path: str | os.PathLike, *, progress: bool = False, errors: str =
                 skipped.append((f, "not DICOM"))
                 continue
             except Exception as e:  # truncated or corrupt header
-                msg = (str(e) if isinstance(e, DicomError) else
-                       f"cannot read DICOM header ({type(e).__name__}: {e}) — the file is "
-                       "truncated or corrupt; re-export or remove it")
-                if errors == "skip":
-                    log.warning("%s: %s; skipped", f.name, msg)
-                    skipped.append((f, "unreadable header"))
-                    continue
-                raise DicomError(msg, path=f) from None
+                _bad_header(f, str(e) if isinstance(e, DicomError) else
+                            f"cannot read DICOM header ({type(e).__name__}: {e}) — the file is "
+                            "truncated or corrupt; re-export or remove it")
+                continue
             try:
                 sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
                           or ds.get("SOPClassUID", ""))
                 has_rows = "Rows" in ds and "Columns" in ds
             except Exception as e:  # pydicom fails converting a malformed value
-                msg = (f"cannot read DICOM header ({type(e).__name__}) — the file is corrupt; "
-                       "re-export or remove it")
-                if errors == "skip":
-                    log.warning("%s: %s; skipped", f.name, msg)
-                    skipped.append((f, "unreadable header"))
-                    continue
-                raise DicomError(msg, path=f) from None
+                _bad_header(f, f"cannot read DICOM header ({type(e).__name__}) — the file is "
+                               "corrupt; re-export or remove it")
+                continue
             if sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
                 skipped.append((f, "DICOMDIR index (not an image)"))
                 continue
