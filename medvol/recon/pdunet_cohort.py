@@ -35,7 +35,6 @@ slices with ≥ 20 % foreground, each volume divided by its maximum.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,32 +177,25 @@ def ct_subjects(data=None, *, size: int = 128, split: str = "all",
         subs.append(Subject(subject_key("chest_cta", "1"), "chest_cta", "chest", "train",
                             sl[::6]))
     if "petct" in sources:
-        items = sorted((_dicom_hu(f)[2], _hu_slice(_dicom_hu(f)[1], size))
-                       for f in _files(root / PETCT))
+        items = sorted((z, _hu_slice(hu, size)) for _, hu, z in
+                       (_dicom_hu(f) for f in _files(root / PETCT)))
         subs.append(Subject(subject_key("petct", "1"), "petct", "body", "train",
                             [mu for _, mu in items]))
     if "head_ct" in sources:
         items = sorted((z, _hu_slice(hu, size)) for _, hu, z in
                        (_dicom_hu(f) for f in _files(root / HEAD, "*.dcm")))
         sl = [mu for _, mu in items if _body_fraction(mu) >= 0.1]
-        subs.append(Subject(subject_key("head_ct", "1"), "head_ct", "head", "test",
-                            _spaced(sl, TEST_SLICES_PER_SUBJECT)))
+        subs.append(Subject(subject_key("head_ct", "1"), "head_ct", "head", "test", sl))
     if "abdomen_ct" in sources:
         subs.append(Subject(subject_key("abdomen_ct", "1"), "abdomen_ct", "abdomen", "test",
-                            _spaced(_axial_slices(root / ABDOMEN, size, min_body=0.2),
-                                    TEST_SLICES_PER_SUBJECT)))
-    for s in subs:
+                            _axial_slices(root / ABDOMEN, size, min_body=0.2)))
+    for s in subs:      # every test subject: up to TEST_SLICES_PER_SUBJECT, evenly spaced
         if s.split == "test":
             s.slices = _spaced(s.slices, TEST_SLICES_PER_SUBJECT)
     return [s for s in subs if split == "all" or s.split == split]
 
 
 # --------------------------------------------------------------------------- MRI
-def _ixi_split() -> dict:
-    p = Path(__file__).resolve().parents[1] / "registration" / "splits.json"
-    return json.loads(p.read_text())["ixi10"]
-
-
 def mri_subjects(data=None, *, size: int = 128, split: str = "all") -> list[Subject]:
     """The MRI cohort (IXI T1 ×10, stroke T1/T2/FLAIR, MNI152) as :class:`Subject` s with
     slices in ``[0, 1]``."""
@@ -213,7 +205,9 @@ def mri_subjects(data=None, *, size: int = 128, split: str = "all") -> list[Subj
 
     root = resolve_data_root(data, need=(IXI, STROKE)) if split != "test" else \
         resolve_data_root(data, need=(IXI,))
-    sp = _ixi_split()
+    from ..registration.datasets import splits
+
+    sp = splits()["ixi10"]
     which = {sid: s for s in ("train", "test") for sid in sp[s]}
     subs: list[Subject] = []
     for f in _files(root / IXI, "*.nii.gz"):
