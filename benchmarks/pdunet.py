@@ -115,10 +115,12 @@ class _Problem:
         from medvol.recon.iterative import cgls, sirt, tv_pdhg
         from medvol.recon.registry import tv_lambda
 
-        with torch.inference_mode():
-            fbp = self.op.fbp(torch.from_numpy(y)).numpy()
+        def fbp():
+            with torch.inference_mode():
+                return self.op.fbp(torch.from_numpy(y)).numpy()
+
         if name == "FBP (Hann)":
-            return fbp
+            return fbp()
         if name == "gridding":
             from medvol.mri.radial import gridding_recon
 
@@ -133,9 +135,8 @@ class _Problem:
             return cgls(A, data, n_iter or params["cgls_iters"], progress=False,
                         callback=callback)
         if name == "TV":
-            lam = params["tv_lam"] if isinstance(params.get("tv_lam"), float) else params["lam"]
-            scale_img = fbp if self.nufft is None else self.classical("gridding", y, raw, params)
-            return tv_pdhg(A, data, lam=tv_lambda(lam, scale_img),
+            scale_img = fbp() if self.nufft is None else self.classical("gridding", y, raw, params)
+            return tv_pdhg(A, data, lam=tv_lambda(params["tv_lam"], scale_img),
                            n_iter=n_iter or params["tv_iters"], nonneg=True, progress=False,
                            op_norm=norm, callback=callback)
         raise KeyError(name)
@@ -188,7 +189,7 @@ def tune(task_name: str, data: Path, noise_i0: float | None = None, *, lams=TV_L
     best = (-1.0, None, None)
     out["grid"]["TV"] = {}
     for lam in lams:
-        g = sweep("TV", tuple(tv_iters), lam=lam)
+        g = sweep("TV", tuple(tv_iters), tv_lam=lam)
         out["grid"]["TV"][str(lam)] = g
         for n, v in g.items():
             if v > best[0]:
