@@ -86,7 +86,7 @@ class Table:
         for k, r in self.rows.items():
             print(f"| {k} | {np.mean(r['dice']):.3f} ± {np.std(r['dice']):.3f} | {m(r['hd95'])} | "
                   f"{m(r['fold'])} | {m(r['sdlogj'])} | {m(r['ic'])} | "
-                  f"{np.mean(r['sec']) if r['sec'] else 0:.1f} | {len(r['dice'])} |")
+                  f"{np.mean(r['sec']) if r['sec'] else 0:.2f} | {len(r['dice'])} |")
         print("\nPaired per-pair Dice differences (mean, 95 % bootstrap CI over pairs):")
         for x, y in pairs_ci:
             if x in self.rows and y in self.rows and len(self.rows[x]["dice"]) == len(
@@ -178,7 +178,7 @@ def hippocampus_pairs(data, n):
     return out
 
 
-def _hippo_learned(method, refine, weights=None, task="hippocampus"):
+def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None):
     """Learned net on the hippocampus box (no resampling: the box of the 64³ volume)."""
     import torch
 
@@ -191,7 +191,7 @@ def _hippo_learned(method, refine, weights=None, task="hippocampus"):
 
     def run(f, m):
         t = lambda v: torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(v.array))))[None, None]  # noqa
-        ddf, _ = refine_pair(model, t(f), t(m), steps=refine, similarity="lncc")
+        ddf, _ = refine_pair(model, t(f), t(m), steps=refine, similarity="lncc", full_steps=full)
         return voxel_ddf_to_lps_mm(hippo_uncrop_ddf(ddf[0].numpy()), f)
 
     return run
@@ -225,7 +225,7 @@ def ixi_pairs(data, n=6):
     return out, secs
 
 
-def intermodal_pairs(data, n_seeds=2, amp_mm=6.0):
+def intermodal_pairs(data, n_seeds=2, amp_mm=10.0):
     import SimpleITK as sitk
     from scipy.ndimage import gaussian_filter
 
@@ -271,6 +271,11 @@ def main(argv=None, *, paired_ci=None):
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
     ap.add_argument("--refine", type=int, default=40)
+    ap.add_argument("--refine-fast", type=int, default=0,
+                    help="also a fast budget: N refinement steps all at half resolution "
+                         "(medvol register --refine N --refine-full 0); 0 = no such rows")
+    ap.add_argument("--amp", type=float, default=10.0,
+                    help="intermodal: max |known displacement| in mm")
     ap.add_argument("--methods", default="affine,demons,bspline,voxelmorph,micdir")
     ap.add_argument("--no-ic", action="store_true")
     ap.add_argument("--weights", default=None, help="folder with <method>_<task>.safetensors")
@@ -282,7 +287,11 @@ def main(argv=None, *, paired_ci=None):
     r = f"refine {a.refine}"
     cis = [(f"micdir + {r}", f"voxelmorph + {r}"), ("micdir", "voxelmorph"),
            (f"micdir + {r}", "bspline"), (f"micdir + {r}", "demons"), (f"micdir + {r}", "micdir"),
-           (f"voxelmorph + {r}", "voxelmorph"), ("bspline", "demons")]
+           (f"voxelmorph + {r}", "voxelmorph"), ("bspline", "demons"), ("micdir", "demons")]
+    if a.refine_fast:
+        rf = f"refine {a.refine_fast} (half-res)"
+        cis += [(f"micdir + {rf}", f"voxelmorph + {rf}"), (f"micdir + {rf}", "demons"),
+                (f"micdir + {rf}", "bspline"), (f"micdir + {rf}", "micdir")]
     if a.merge:
         t = Table(a.dataset)
         for fj in a.merge:
@@ -308,19 +317,24 @@ def main(argv=None, *, paired_ci=None):
         pairs, extra = ixi_pairs(a.data, a.pairs)
         labels, metric, pre = None, "ncc", True
     else:
-        pairs, labels, metric, pre = intermodal_pairs(a.data)[:a.pairs], [1, 2, 3], "mi", False
+        pairs = intermodal_pairs(a.data, amp_mm=a.amp)[:a.pairs]
+        labels, metric, pre = [1, 2, 3], "mi", False
     sim = "lncc" if metric == "ncc" else "mi"
     for m in methods:
         if m in ("affine", "bspline") or (m == "demons" and metric == "ncc"):
             c = _classical(m, metric, {})
             fns[m] = (lambda c: (lambda f, mv: c(f, mv, pre)))(c)
         elif m in ("voxelmorph", "micdir"):
-            for n in (0, a.refine):
-                key = f"{m}" + (f" + refine {n}" if n else "")
+            budgets = [(0, None, m), (a.refine, None, f"{m} + refine {a.refine}")]
+            if a.refine_fast:
+                budgets.append((a.refine_fast, 0, f"{m} + refine {a.refine_fast} (half-res)"))
+            for n, full, key in budgets:
+                if n == 0 and key != m:
+                    continue
                 if a.dataset == "hippocampus":
-                    fns[key] = _hippo_learned(m, n, wpath(m), task)
+                    fns[key] = _hippo_learned(m, n, wpath(m), task, full)
                 else:
-                    fns[key] = _learned_with(m, task, n, sim, wpath(m))
+                    fns[key] = _learned_with(m, task, n, sim, wpath(m), full)
     if labels is None:
         ls = set()
         for p in pairs:
@@ -335,14 +349,15 @@ def main(argv=None, *, paired_ci=None):
                                             "labels": labels, "args": vars(a)}))
 
 
-def _learned_with(method, task, refine, sim, weights):
+def _learned_with(method, task, refine, sim, weights, full=None):
     from medvol.registration.learned import load_model, register_learned
 
     model, info = load_model(method, task, path=weights)
 
     def run(f, m):
         return register_learned(f, m, method=method, modality="intra" if sim == "lncc" else "inter",
-                                model=model, meta=info, refine=refine).disp_mm
+                                model=model, meta=info, refine=refine,
+                                refine_full=full).disp_mm
 
     return run
 

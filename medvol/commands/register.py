@@ -41,6 +41,10 @@ def register(
     refine: int = typer.Option(40, min=0, help="micdir/voxelmorph: instance-optimisation steps "
                                "on the pair (half then full resolution; LNCC or MI + smoothness "
                                "+ inverse consistency). Default 40; 0 = the net's prediction only."),
+    refine_full: Optional[int] = typer.Option(None, "--refine-full", min=0, help="micdir/voxelmorph: "
+                                              "how many of the --refine steps run at full "
+                                              "resolution (default: half of them; 0: all at half "
+                                              "resolution, about 10x cheaper per step)."),
     task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
                                        "<method>_<task> (intra, inter, hippocampus, synth); "
                                        "default: the modality's."),
@@ -55,7 +59,8 @@ def register(
     with _progress.scope(progress), _progress.status(f"registering ({method}) …"):
         path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
                             fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
-                            overwrite=overwrite, seed=seed, refine=refine, task=task)
+                            overwrite=overwrite, seed=seed, refine=refine, task=task,
+                            refine_full=refine_full)
     from .._text import sanitize
 
     typer.echo(sanitize(f"wrote {path}"))

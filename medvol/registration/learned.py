@@ -101,12 +101,14 @@ def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = 
 def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", weights=None, prealign: bool = False,
                      model=None, meta=None, device: str = "cpu", seed: int = 0,
-                     refine: int = 0, task: str | None = None) -> LearnedResult:
+                     refine: int = 0, task: str | None = None,
+                     refine_full: int | None = None) -> LearnedResult:
     """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid.
 
     ``seed``: the affine pre-alignment's metric-sampling seed (same seed, same result).
     ``refine``: instance-optimisation steps on the pair (:mod:`medvol.registration.refine`;
-    LNCC intramodal, MI intermodal); 0 = the net's prediction only. ``task``: shipped weights
+    LNCC intramodal, MI intermodal); 0 = the net's prediction only; ``refine_full``: how many of
+    them at full resolution (default half; 0 = all at half resolution). ``task``: shipped weights
     ``<method>_<task>.safetensors`` (default: the modality's, ``<method>_<modality>``).
     """
     import time
@@ -140,7 +142,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
         from .refine import refine_arrays
 
         ddf, warped = refine_arrays(model, fn, mn, steps=int(refine),
-                                    similarity="lncc" if modality == "intra" else "mi")
+                                    similarity="lncc" if modality == "intra" else "mi",
+                                    full_steps=refine_full)
     else:
         ddf, warped = run_net(model, fn, mn, device)
     u_grid = voxel_ddf_to_lps_mm(ddf, grid)                       # (z, y, x, 3) on the model grid

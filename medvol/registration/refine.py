@@ -6,9 +6,11 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
 
 1. the net predicts its stationary velocity field ``v₀`` (MICDIR: ``out["velocity"]``;
    VoxelMorph: MONAI's backbone output, the field its ``DVF2DDF`` integrates);
-2. ``steps // 2`` Adam steps at half resolution (images and velocity resized ×½), then the
-   coarse correction is added to ``v₀`` and ``steps - steps // 2`` Adam steps at full
-   resolution;
+2. ``steps - full_steps`` Adam steps at half resolution (images and velocity resized ×½), then
+   the coarse correction is added to ``v₀`` and ``full_steps`` Adam steps at full resolution
+   (``full_steps`` defaults to ``steps - steps // 2``; a half-resolution step costs about a
+   tenth of a full one with the inverse-consistency term, so ``full_steps=0`` is the fast
+   budget);
 3. each step integrates ``v`` with the net's own integrator (MICDIR: scaling and squaring at
    half resolution; VoxelMorph: MONAI ``DVF2DDF``, 7 steps) and minimises
    ``similarity(fixed, moving∘φ) + w_smooth·‖∇u‖² + w_ic·‖u + u⁻∘φ‖²`` with ``u⁻ = exp(−v)``
@@ -24,9 +26,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_REFINE", "RefineSettings", "predict_velocity", "refine_pair", "refine_arrays"]
+__all__ = ["DEFAULT_REFINE", "RefineSettings", "full_res_steps", "predict_velocity",
+           "refine_pair", "refine_arrays"]
 
 DEFAULT_REFINE = 40
+
+
+def full_res_steps(steps: int, full_steps: int | None = None) -> int:
+    """How many of ``steps`` refinement steps run at full resolution (``None``: the second half,
+    ``steps - steps // 2``; otherwise ``full_steps`` clipped to ``[0, steps]``)."""
+    steps = int(steps)
+    return steps - steps // 2 if full_steps is None else min(max(int(full_steps), 0), steps)
 
 
 @dataclass
@@ -105,11 +115,13 @@ def _optimise(v_init, fixed, moving, integrate, sim, steps: int, s: RefineSettin
 
 
 def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity: str = "lncc",
-                settings: RefineSettings | None = None):
+                settings: RefineSettings | None = None, full_steps: int | None = None):
     """Predict and refine: returns ``(ddf (1, 3, z, y, x) voxels, warped (1, 1, z, y, x))``.
 
     ``fixed``/``moving``: ``(1, 1, z, y, x)`` tensors in [0, 1] on the net's grid.
     ``steps = 0`` returns the net's own prediction (integrated with its own integrator).
+    ``full_steps``: how many of the ``steps`` run at full resolution (default: the second half;
+    0: all at half resolution).
     """
     import torch
     import torch.nn.functional as F
@@ -123,7 +135,8 @@ def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity
     if steps > 0:
         sim = _similarity(similarity, s.lncc_kernel)
         with torch.enable_grad():
-            n_half = steps // 2
+            n_full = full_res_steps(steps, full_steps)
+            n_half = steps - n_full
             v = v0
             if n_half > 0:
                 full = v0.shape[2:]
@@ -133,7 +146,8 @@ def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity
                 vh0 = resize_field(v0, half)
                 vh = _optimise(vh0, fh, mh, integrate, sim, n_half, s)
                 v = v0 + resize_field(vh - vh0, full)
-            v = _optimise(v, fixed, moving, integrate, sim, steps - n_half, s)
+            if n_full > 0:
+                v = _optimise(v, fixed, moving, integrate, sim, n_full, s)
     else:
         v = v0
     with torch.no_grad():
@@ -143,12 +157,14 @@ def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity
 
 def refine_arrays(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, *,
                   steps: int = DEFAULT_REFINE, similarity: str = "lncc",
-                  settings: RefineSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  settings: RefineSettings | None = None,
+                  full_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`refine_pair` on ``(z, y, x)`` arrays in [0, 1]; returns ``(ddf (3, z, y, x),
     warped (z, y, x))`` as numpy (the drop-in for :func:`medvol.registration.learned.run_net`)."""
     import torch
 
     f = torch.as_tensor(np.ascontiguousarray(fixed_arr), dtype=torch.float32)[None, None]
     m = torch.as_tensor(np.ascontiguousarray(moving_arr), dtype=torch.float32)[None, None]
-    ddf, warped = refine_pair(model, f, m, steps=steps, similarity=similarity, settings=settings)
+    ddf, warped = refine_pair(model, f, m, steps=steps, similarity=similarity, settings=settings,
+                              full_steps=full_steps)
     return ddf[0].numpy(), warped[0, 0].numpy()

@@ -71,7 +71,8 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
 def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", labels: Volume | None = None, weights=None,
                      prealign: bool = True, seed: int = 0, refine: int | None = None,
-                     task: str | None = None) -> RegistrationResult:
+                     task: str | None = None,
+                     refine_full: int | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed``.
 
     Parameters
@@ -87,7 +88,9 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     seed : metric-sampling seed of the SimpleITK optimisers (affine, B-spline and the learned
         methods' affine start); the same seed reproduces the same field.
     refine : learned methods: instance-optimisation steps on the pair (``None``:
-        :data:`medvol.registration.refine.DEFAULT_REFINE`; 0: off). task : learned methods:
+        :data:`medvol.registration.refine.DEFAULT_REFINE`; 0: off). refine_full : how many of
+        those steps run at full resolution (``None``: half of them; 0: all at half resolution,
+        the fast budget). task : learned methods:
         shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``).
 
     Returns
@@ -108,13 +111,15 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
 
-        from .refine import DEFAULT_REFINE
+        from .refine import DEFAULT_REFINE, full_res_steps
 
         n_ref = DEFAULT_REFINE if refine is None else int(refine)
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
-                             prealign=prealign, seed=seed, refine=n_ref, task=task)
+                             prealign=prealign, seed=seed, refine=n_ref, task=task,
+                             refine_full=refine_full)
         u = r.disp_mm
         info["refine_steps"] = n_ref
+        info["refine_full_res_steps"] = full_res_steps(n_ref, refine_full)
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline
@@ -206,7 +211,7 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
                  fixed_labels_path: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, prealign: bool = True,
                  overwrite: bool = False, seed: int = 0, refine: int | None = None,
-                 task: str | None = None) -> Path:
+                 task: str | None = None, refine_full: int | None = None) -> Path:
     """The ``medvol register`` job: read, register, write outputs + report + manifest into ``out``.
 
     ``labels_path``: labels of the moving image (warped and written); ``fixed_labels_path``: labels
@@ -232,13 +237,16 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     flabels = mio.read(fixed_labels_path) if fixed_labels_path is not None else None
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
-    if refine is None and method in ("micdir", "voxelmorph"):
-        from .refine import DEFAULT_REFINE
+    if method in ("micdir", "voxelmorph"):
+        from .refine import DEFAULT_REFINE, full_res_steps
 
-        refine = DEFAULT_REFINE                    # the manifest records the value used
+        if refine is None:
+            refine = DEFAULT_REFINE                # the manifest records the values used
+        refine_full = full_res_steps(refine, refine_full)
     man = Manifest("register", {"method": method, "modality": modality, "prealign": prealign,
                                 "seed": seed, "weights": str(weights) if weights else "shipped",
-                                "refine": refine, "task": task})
+                                "refine": refine, "task": task,
+                                "refine_full": refine_full})
     man.add_input(fixed_path, name="fixed")
     man.add_input(moving_path, name="moving")
     if labels_path:
@@ -247,7 +255,7 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
         man.add_input(fixed_labels_path, name="fixed_labels")
     res = register_volumes(fixed, moving, method=method, modality=modality, labels=labels,
                            weights=weights, prealign=prealign, seed=seed, refine=refine,
-                           task=task)
+                           task=task, refine_full=refine_full)
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))
