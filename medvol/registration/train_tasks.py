@@ -204,8 +204,11 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     ap.add_argument("--models", default="micdir,voxelmorph")
     ap.add_argument("--init", default=None)
     ap.add_argument("--ckpt-every", type=int, default=20)
+    ap.add_argument("--bn-pairs", type=int, default=24,
+                    help="MICDIR export: training pairs for the BatchNorm re-estimation under the "
+                         "inference path (0: keep the training running statistics)")
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
                    w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init,
-                   ckpt_every=a.ckpt_every, log_every=a.ckpt_every)
+                   ckpt_every=a.ckpt_every, log_every=a.ckpt_every, bn_pairs=a.bn_pairs)
     print(json.dumps(r["models"]))

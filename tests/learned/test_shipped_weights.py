@@ -4,9 +4,10 @@ through the loaders it replaced.
 ``shipped_reference.json`` holds the outputs of the old per-model loaders (``medvol.learned``'s
 PD-UNet loader with ``TomoOperator``; ``medvol.registration.learned.load_model``) at commit
 98515b5 on fixed inputs (a Shepp–Logan slice through the task's sparse geometry; two Gaussian
-blobs on the 64×80×64 registration grid): sum, absolute sum and seven values of each output.
+blobs on the weights' registration grid): sum, absolute sum and seven values of each output.
 The ``pdunet_ct_x16`` / ``lpd_ct_x16`` entries were regenerated when those weights were retrained
-on many patients (issue 14); they pin the new files the same way.
+on many patients (issue 14), and the ``*_hippocampus`` / ``*_synth`` entries were made when
+those weights were first shipped (issue 15); they pin the new files the same way.
 """
 from __future__ import annotations
 
@@ -85,8 +86,8 @@ def test_pdunet_lpd_shipped_outputs_unchanged(name):
                                rtol=0, atol=1e-6 * float(np.abs(out).max()))
 
 
-def _blobs():
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in (64, 80, 64)], indexing="ij")
+def _blobs(shape=(64, 80, 64)):
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     f = np.exp(-((z / 0.5) ** 2 + (y / 0.6) ** 2 + (x / 0.5) ** 2)).astype(np.float32)
     m = np.exp(-(((z - 0.1) / 0.5) ** 2 + ((y + 0.05) / 0.55) ** 2
                  + ((x - 0.08) / 0.5) ** 2)).astype(np.float32)
@@ -99,10 +100,13 @@ def test_registration_shipped_outputs_unchanged(name):
     pytest.importorskip("monai")
     from medvol.registration.learned import run_net
 
-    arch = name.split("_")[0]
+    arch, task = name.split("_", 1)
     model, info = load_weights(shipped_weights(name), arch=arch)
-    assert info.task["grid_shape"] == [64, 80, 64] and info.task["modality"] == name.split("_")[1]
-    f, m = _blobs()
+    grid = {"intra": [64, 80, 64], "inter": [64, 80, 64], "hippocampus": [32, 48, 48],
+            "synth": [48, 64, 48]}[task]
+    assert info.task["grid_shape"] == grid
+    assert info.task["modality"] == {"hippocampus": "intra", "synth": "inter"}.get(task, task)
+    f, m = _blobs(tuple(grid))
     ddf, _ = run_net(model, f, m)
     # MICDIR's warp and velocity integration now run MONAI's Warp / DVF2DDF: float32 rounding
     # moves the sum of the 1 M-voxel field by 1.35e-6 relative (measured); the seven values

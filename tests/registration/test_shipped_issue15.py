@@ -1,0 +1,64 @@
+"""Known answers of the issue-15 weights on held-out data (guards every retrain).
+
+``micdir_hippocampus`` / ``voxelmorph_hippocampus`` on the first four held-out hippocampus test
+pairs (subjects never used in training, ``medvol/registration/splits.json``), net only: the
+Dice of the warped labels (1 = anterior, 2 = posterior) is pinned to the values
+``benchmarks/registration.py --dataset hippocampus`` measured for the shipped files, and must
+beat the unregistered overlap by a margin. The truth is the expert labels of the fixed subject.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+DATA = Path("../shared/data")
+# per-pair Dice (pairs 0..3) of the shipped files, net only (hip_learned30.json, 2026-12-02)
+PINNED = {"micdir": [0.8045, 0.6624, 0.6094, 0.7348],
+          "voxelmorph": [0.8019, 0.7515, 0.6549, 0.7825]}
+BEFORE = [0.5777, 0.5702, 0.3227, 0.6266]
+
+
+def _dice(a, b):
+    return float(np.mean([2 * ((a == k) & (b == k)).sum() / max((a == k).sum() + (b == k).sum(), 1)
+                          for k in (1, 2)]))
+
+
+@pytest.fixture(scope="module")
+def test_subjects():
+    from medvol.registration.datasets import load_hippocampus
+
+    if not (DATA / "mri" / "hippocampus").is_dir():
+        pytest.skip("hippocampus data not available (../shared/data)")
+    return load_hippocampus(DATA, "test")
+
+
+@pytest.mark.parametrize("method", ["micdir", "voxelmorph"])
+def test_hippocampus_weights_known_dice_on_held_out_pairs(method, test_subjects):
+    from medvol import Volume
+    from medvol.registration.datasets import hippo_crop, hippo_uncrop_ddf, hippocampus_test_pairs
+    from medvol.io.formats import voxel_ddf_to_lps_mm
+    from medvol.registration.learned import load_model
+    from medvol.registration.refine import refine_pair
+    from medvol.registration.run import warp_volume
+
+    torch.set_num_threads(1)
+    model, info = load_model(method, "hippocampus")
+    assert info.task["grid_shape"] == [32, 48, 48] and info.task["modality"] == "intra"
+    got, before = [], []
+    for a, b in hippocampus_test_pairs(test_subjects)[:4]:
+        (fi, fl), (mi, ml) = test_subjects[a], test_subjects[b]
+        t = lambda x: torch.from_numpy(np.ascontiguousarray(hippo_crop(x)))[None, None]  # noqa: E731
+        ddf, _ = refine_pair(model, t(fi), t(mi), steps=0)
+        ref = Volume(np.asarray(fi, np.float32), spacing=(1.0, 1.0, 1.0))
+        u = voxel_ddf_to_lps_mm(hippo_uncrop_ddf(ddf[0].numpy()), ref)
+        mlv = Volume(np.asarray(ml, np.float32), spacing=(1.0, 1.0, 1.0))
+        got.append(_dice(warp_volume(mlv, u, ref, interp="nearest").array, fl))
+        before.append(_dice(ml, fl))
+    np.testing.assert_allclose(before, BEFORE, atol=1e-4)
+    np.testing.assert_allclose(got, PINNED[method], atol=5e-3)
+    assert np.mean(got) > np.mean(before) + 0.1
