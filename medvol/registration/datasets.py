@@ -8,7 +8,7 @@ Three data sets below the training-data root (``--data DIR`` / ``$MEDVOL_DATA``,
     The Learn2Reg 2020 task 4 / MSD Task04 hippocampus T1 crops (≈35×50×35 at 1 mm), each
     zero-padded/cropped about its centre to 64³ (L2R convention), intensities clipped at the
     0.01/99.99 % quantiles of the non-zero voxels and scaled to [0, 1]; labels 1 = anterior,
-    2 = posterior hippocampus. Split: 153 train / 10 validation / 30 test subjects (a seeded
+    2 = posterior hippocampus. Split: 152 train / 10 validation / 30 test subjects (a seeded
     permutation, see the JSON). Inter-patient pairs; the 30 held-out test pairs are
     ``(test[i], test[i + 1 mod 30])`` (:func:`hippocampus_test_pairs`). The learned nets run on
     the central ``HIPPO_CROP`` = 32×48×48 box at offset ``HIPPO_OFFSET`` of the 64³ volume, which
