@@ -55,13 +55,9 @@ def hd95(pred, target, labels, spacing_zyx) -> float:
 
 
 def _dice(pred, target, labels) -> float:
-    v = []
-    for k in labels:
-        a, b = pred == k, target == k
-        s = a.sum() + b.sum()
-        if s:
-            v.append(2.0 * (a & b).sum() / s)
-    return float(np.mean(v)) if v else float("nan")
+    from medvol.registration.metrics import mean_dice
+
+    return mean_dice(pred, target, labels=labels)
 
 
 class Table:
@@ -81,7 +77,7 @@ class Table:
 
         print(f"\n## {self.name}: {pairs_desc}")
         own = any(r.get("own") and r["own"] != r["sec"] for r in self.rows.values())
-        print(f"| method | Dice mean ± std | HD95 mm | % folding | SD log|J| | IC mm | s/pair | "
+        print("| method | Dice mean ± std | HD95 mm | % folding | SD log|J| | IC mm | s/pair | "
               + ("own s/pair | " if own else "") + "n |")
         print("|---|---|---|---|---|---|---|---|" + ("---|" if own else ""))
 
@@ -190,19 +186,15 @@ def hippocampus_pairs(data, n):
 
 def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None):
     """Learned net on the hippocampus box (no resampling: the box of the 64³ volume)."""
-    import torch
-
     from medvol.io.formats import voxel_ddf_to_lps_mm
-    from medvol.registration.datasets import hippo_crop, hippo_uncrop_ddf
+    from medvol.registration.datasets import hippo_box_ddf
     from medvol.registration.learned import load_model
-    from medvol.registration.refine import refine_pair
 
     model, _ = load_model(method, task, path=weights)
 
     def run(f, m):
-        t = lambda v: torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(v.array))))[None, None]  # noqa
-        ddf, _ = refine_pair(model, t(f), t(m), steps=refine, similarity="lncc", full_steps=full)
-        return voxel_ddf_to_lps_mm(hippo_uncrop_ddf(ddf[0].numpy()), f)
+        ddf = hippo_box_ddf(model, f.array, m.array, steps=refine, full_steps=full)
+        return voxel_ddf_to_lps_mm(ddf, f)
 
     return run
 
@@ -335,12 +327,12 @@ def main(argv=None, *, paired_ci=None):
             c = _classical(m, metric, {})
             fns[m] = (lambda c: (lambda f, mv: c(f, mv, pre)))(c)
         elif m in ("voxelmorph", "micdir"):
-            budgets = [(0, None, m), (a.refine, None, f"{m} + refine {a.refine}")]
+            budgets = {m: (0, None)}                      # row name: (steps, full-res steps)
+            if a.refine:
+                budgets[f"{m} + refine {a.refine}"] = (a.refine, None)
             if a.refine_fast:
-                budgets.append((a.refine_fast, 0, f"{m} + refine {a.refine_fast} (half-res)"))
-            for n, full, key in budgets:
-                if n == 0 and key != m:
-                    continue
+                budgets[f"{m} + refine {a.refine_fast} (half-res)"] = (a.refine_fast, 0)
+            for key, (n, full) in budgets.items():
                 if a.dataset == "hippocampus":
                     fns[key] = _hippo_learned(m, n, wpath(m), task, full)
                 else:

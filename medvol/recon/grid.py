@@ -99,16 +99,9 @@ def resample_like(vol: Volume, like: Volume, fill: float = 0.0) -> Volume:
         return vol
     import SimpleITK as sitk
 
-    def img(v: Volume, a: np.ndarray):
-        im = sitk.GetImageFromArray(a)
-        im.SetSpacing(tuple(float(s) for s in v.spacing))
-        im.SetOrigin(tuple(float(o) for o in v.origin))
-        im.SetDirection(tuple(float(d) for d in v.direction.reshape(-1)))
-        return im
-
-    src = img(vol, vol.numpy().astype(np.float32))
-    ref = img(like, np.zeros(like.shape, np.float32))
-    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, float(fill), sitk.sitkFloat32)
+    src = vol.with_array(vol.numpy().astype(np.float32)).to_sitk()
+    out = sitk.Resample(src, like.to_sitk(), sitk.Transform(), sitk.sitkLinear, float(fill),
+                        sitk.sitkFloat32)
     return like.with_array(sitk.GetArrayFromImage(out), **{k: v for k, v in vol.meta.items()
                                                           if k == "recon_method"})
 

@@ -159,6 +159,11 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     return ReconResult(volume=out, reference=ref, baseline=baseline, record=record)
 
 
+def _no_window(window) -> bool:
+    """``--metric-window none``: no windowed metrics."""
+    return isinstance(window, str) and window.lower() == "none"
+
+
 def _window_of(window, score_ref: Volume, ct: bool) -> tuple[str, tuple[float, float]] | None:
     """The HU window of the windowed metrics: ``None`` → the modality default of
     :func:`medvol.report.default_windows` (head CT: brain W80/L40; other CT: soft tissue
@@ -166,7 +171,7 @@ def _window_of(window, score_ref: Volume, ct: bool) -> tuple[str, tuple[float, f
     ``(low, high)``."""
     from ..report import default_windows, resolve_window
 
-    if isinstance(window, str) and window.lower() == "none":
+    if _no_window(window):
         return None
     if window is None:
         if not ct:
@@ -239,8 +244,6 @@ def score_on_reference_grid(recon: Volume, baseline: Volume | None, score_ref: V
         out["metric_window"] = {"name": win[0], "width": hi - lo, "level": (hi + lo) / 2,
                                 "range": [lo, hi]}
     return out
-
-
 
 
 # --------------------------------------------------------------------------- data mode
@@ -497,8 +500,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
     spec = get_method(method)
     check_writable(out, overwrite, inputs=[input])
     kind = detect_input(input)
-    if metric_window is not None and not (isinstance(metric_window, str)
-                                          and metric_window.lower() == "none"):
+    if metric_window is not None and not _no_window(metric_window):
         from ..report import resolve_window
 
         resolve_window(metric_window)          # an unknown preset fails before any work

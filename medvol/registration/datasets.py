@@ -33,7 +33,6 @@ Three data sets below the training-data root (``--data DIR`` / ``$MEDVOL_DATA``,
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ __all__ = ["splits", "HIPPO_DATA", "IXI_DATA", "SYNTH_DATA", "HIPPO_SHAPE", "HIP
            "HIPPO_OFFSET", "load_hippocampus", "hippocampus_test_pairs", "HippocampusPairs",
            "load_ixi", "ixi_test_pairs", "SYNTH_GRID", "SYNTH_SPACING", "SYNTH_GROUPS",
            "load_label_maps", "LabelMapSynth", "SynthParams", "one_hot", "dice_loss",
-           "pad_crop", "hippo_crop", "hippo_uncrop_ddf"]
+           "pad_crop", "hippo_crop", "hippo_uncrop_ddf", "hippo_box_ddf"]
 
 HIPPO_DATA = "mri/hippocampus"
 IXI_DATA = "mri/ixi10"
@@ -135,6 +134,24 @@ def hippo_uncrop_ddf(ddf: np.ndarray) -> np.ndarray:
     z, y, x = HIPPO_OFFSET
     pad = [(0, 0)] + [(o, n - o - c) for o, c, n in zip(HIPPO_OFFSET, HIPPO_CROP, HIPPO_SHAPE)]
     return np.pad(ddf, pad, mode="edge")
+
+
+def hippo_box_ddf(model, fixed: np.ndarray, moving: np.ndarray, *, steps: int = 0,
+                  full_steps: int | None = None) -> np.ndarray:
+    """Register two 64³ hippocampus arrays with a ``*_hippocampus`` net on its own box (no
+    resampling), refined on the pair for ``steps`` LNCC steps (:func:`medvol.registration.refine.
+    refine_pair`; 0 = the net alone); returns the voxel DDF ``(3, 64, 64, 64)``, edge-replicated
+    outside the box (:func:`hippo_uncrop_ddf`)."""
+    import torch
+
+    from .refine import refine_pair
+
+    def box(a):
+        return torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(a, np.float32))))[None, None]
+
+    ddf, _ = refine_pair(model, box(fixed), box(moving), steps=steps, similarity="lncc",
+                         full_steps=full_steps)
+    return hippo_uncrop_ddf(ddf[0].numpy())
 
 
 def one_hot(labels, n: int):

@@ -114,12 +114,13 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         from .refine import DEFAULT_REFINE, full_res_steps
 
         n_ref = DEFAULT_REFINE if refine is None else int(refine)
+        n_full = full_res_steps(n_ref, refine_full)
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
                              prealign=prealign, seed=seed, refine=n_ref, task=task,
-                             refine_full=refine_full)
+                             refine_full=n_full)
         u = r.disp_mm
         info["refine_steps"] = n_ref
-        info["refine_full_res_steps"] = full_res_steps(n_ref, refine_full)
+        info["refine_full_res_steps"] = n_full
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline
