@@ -170,11 +170,12 @@ def run_pairs(table, pairs, methods, *, labels, metric, ic=True, prealign=False,
 
 
 # --------------------------------------------------------------------------- data sets
-def hippocampus_pairs(data, n):
+def hippocampus_pairs(data, n, split="test"):
+    """The first ``n`` ordered pairs of ``split``'s subjects (``val``: for choosing settings)."""
     from medvol import Volume
     from medvol.registration.datasets import hippocampus_test_pairs, load_hippocampus
 
-    subs = load_hippocampus(data, "test")
+    subs = load_hippocampus(data, split)
     out = []
     for a, b in hippocampus_test_pairs(subs)[:n]:
         v = lambda x: Volume(np.asarray(x, np.float32), spacing=(1.0, 1.0, 1.0))  # noqa: E731
@@ -273,9 +274,13 @@ def main(argv=None, *, paired_ci=None):
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
     ap.add_argument("--refine", type=int, default=40)
-    ap.add_argument("--refine-fast", type=int, default=0,
-                    help="also a fast budget: N refinement steps all at half resolution "
-                         "(medvol register --refine N --refine-full 0); 0 = no such rows")
+    ap.add_argument("--refine-fast", default="0",
+                    help="also fast budgets: N refinement steps all at half resolution "
+                         "(medvol register --refine N --refine-full 0); a comma list gives one "
+                         "row per N; 0 = no such rows")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="hippocampus: the held-out test pairs (default) or the validation "
+                         "pairs (to choose a budget without touching test)")
     ap.add_argument("--amp", type=float, default=10.0,
                     help="intermodal: max |known displacement| in mm")
     ap.add_argument("--methods", default="affine,demons,bspline,voxelmorph,micdir")
@@ -286,12 +291,13 @@ def main(argv=None, *, paired_ci=None):
                          "synth for ixi/intermodal; the shipped intra/inter weights also work)")
     ap.add_argument("--json", default=None, help="write the per-pair values here")
     a = ap.parse_args(argv)
+    fast = [int(n) for n in str(a.refine_fast).split(",") if int(n) > 0]
     r = f"refine {a.refine}"
     cis = [(f"micdir + {r}", f"voxelmorph + {r}"), ("micdir", "voxelmorph"),
            (f"micdir + {r}", "bspline"), (f"micdir + {r}", "demons"), (f"micdir + {r}", "micdir"),
            (f"voxelmorph + {r}", "voxelmorph"), ("bspline", "demons"), ("micdir", "demons")]
-    if a.refine_fast:
-        rf = f"refine {a.refine_fast} (half-res)"
+    for nf in fast:
+        rf = f"refine {nf} (half-res)"
         cis += [(f"micdir + {rf}", f"voxelmorph + {rf}"), (f"micdir + {rf}", "demons"),
                 (f"micdir + {rf}", "bspline"), (f"micdir + {rf}", "micdir")]
     if a.merge:
@@ -314,7 +320,8 @@ def main(argv=None, *, paired_ci=None):
     wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
     fns, extra = {}, None
     if a.dataset == "hippocampus":
-        pairs, labels, metric, pre = hippocampus_pairs(a.data, a.pairs), [1, 2], "ncc", False
+        pairs = hippocampus_pairs(a.data, a.pairs, a.split)
+        labels, metric, pre = [1, 2], "ncc", False
     elif a.dataset == "ixi":
         pairs, extra = ixi_pairs(a.data, a.pairs)
         labels, metric, pre = None, "ncc", True
@@ -330,8 +337,8 @@ def main(argv=None, *, paired_ci=None):
             budgets = {m: (0, None)}                      # row name: (steps, full-res steps)
             if a.refine:
                 budgets[f"{m} + refine {a.refine}"] = (a.refine, None)
-            if a.refine_fast:
-                budgets[f"{m} + refine {a.refine_fast} (half-res)"] = (a.refine_fast, 0)
+            for nf in fast:
+                budgets[f"{m} + refine {nf} (half-res)"] = (nf, 0)
             for key, (n, full) in budgets.items():
                 if a.dataset == "hippocampus":
                     fns[key] = _hippo_learned(m, n, wpath(m), task, full)
@@ -345,7 +352,8 @@ def main(argv=None, *, paired_ci=None):
         labels = sorted(ls)
     t = Table(a.dataset)
     run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
-    t.print(f"{len(pairs)} held-out pairs, {len(labels)} labels", cis)
+    which = "validation" if a.dataset == "hippocampus" and a.split == "val" else "held-out"
+    t.print(f"{len(pairs)} {which} pairs, {len(labels)} labels", cis)
     if a.json:
         Path(a.json).write_text(json.dumps({"dataset": a.dataset, "table": t.to_json(),
                                             "labels": labels, "args": vars(a)}))

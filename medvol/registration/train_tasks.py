@@ -60,6 +60,10 @@ class _Run:
         from ..models.micdir import micdir_loss, warp
         from .datasets import dice_loss, one_hot
 
+        drop = self.cfg.get("lr_drop")
+        for g in self.opt.param_groups:  # step schedule from the absolute step: resume-safe
+            g["lr"] = self.cfg["lr"] * (self.cfg["lr_drop_factor"]
+                                        if drop is not None and step >= drop else 1.0)
         self.sampler.gen.manual_seed(int(rng.integers(0, 2 ** 62)))
         x, y, lx, ly = self.sampler.sample(1)
         oxy, oyx = self.model(x, y), self.model(y, x)
@@ -99,14 +103,18 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                runs: str | os.PathLike = ".cache/registration/runs15",
                time_limit_s: float | None = None, export: str | os.PathLike | None = None,
                ckpt_every: int = 20, log_every: int = 10, bn_pairs: int = 24,
-               init: str | None = None,
+               init: str | None = None, lr_drop: int | None = None,
+               lr_drop_factor: float = 0.2,
                progress: bool | Callable[[str], None] = True) -> dict:
     """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``synth``) in lockstep.
 
     ``w_dice``: weight of the label-supervised Dice loss (``None``: the task's default; 0 gives
     the plain unsupervised objective for ``hippocampus``). ``time_limit_s``: stop (all runs at
     the same step, checkpointed) once exceeded. ``init``: warm start every net from its shipped
-    weights ``<model>_<init>.safetensors`` (e.g. ``intra``; fresh optimiser; ignored on resume). ``export``: folder for
+    weights ``<model>_<init>.safetensors`` (e.g. ``intra``; fresh optimiser; ignored on resume).
+    ``lr_drop``: from this (0-based) step on, the learning rate is ``lr × lr_drop_factor`` (a
+    one-step schedule computed from the absolute step, so a resumed run follows it exactly; the
+    keys join the run config only when set). ``export``: folder for
     ``<model>_<task>.safetensors`` + ``<task>_histories.json``. Returns ``{"models": rows,
     "exported": paths}``.
     """
@@ -119,6 +127,12 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
     if task not in TASKS:
         raise InputError(f"unknown registration task {task!r}", hint=f"use {', '.join(TASKS)}")
     cfg = dict(TASKS[task])
+    cfg["lr"] = float(lr)
+    if lr_drop is not None:
+        if int(lr_drop) < 0 or not 0 < float(lr_drop_factor) <= 1:
+            raise InputError(f"lr_drop must be >= 0 and lr_drop_factor in (0, 1], got "
+                             f"{lr_drop} and {lr_drop_factor}")
+        cfg["lr_drop"], cfg["lr_drop_factor"] = int(lr_drop), float(lr_drop_factor)
     if w_dice is not None:
         cfg["w_dice"] = float(w_dice)
     if task == "synth" and cfg["w_dice"] <= 0:
@@ -150,8 +164,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                                   log_every=log_every, grad_clip=10.0,
                                   progress=(lambda s, t=tag: print(t + s, flush=True))
                                   if progress else False,
-                                  config={"task": task, "model": j.name, "lr": lr, "init": init,
-                                          **cfg})
+                                  config={"task": task, "model": j.name, "init": init, **cfg})
     rows, exported = [], []
     hist = {j.name: j.result.history if j.result else [] for j in jobs}
     for j in jobs:
@@ -176,7 +189,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             save_weights(p, net, arch=j.name, config=net.config, task=task_meta(task),
                          data={"dataset": task, "train_subjects": sp["train"],
                                "split_file": "medvol/registration/splits.json"},
-                         extra={"train": {"steps": steps_done, "lr": lr, "seed": seed,
+                         extra={"train": {"steps": steps_done, "seed": seed,
                                           "batch": 1, "optimizer": "Adam", "grad_clip": 10.0,
                                           "init": f"{j.name}_{init}.safetensors" if init else None,
                                           **cfg},
@@ -203,6 +216,9 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     ap.add_argument("--export", default=None)
     ap.add_argument("--models", default="micdir,voxelmorph")
     ap.add_argument("--init", default=None)
+    ap.add_argument("--lr-drop", type=int, default=None,
+                    help="from this step on train at lr x --lr-drop-factor")
+    ap.add_argument("--lr-drop-factor", type=float, default=0.2)
     ap.add_argument("--ckpt-every", type=int, default=20)
     ap.add_argument("--bn-pairs", type=int, default=24,
                     help="MICDIR export: training pairs for the BatchNorm re-estimation under the "
@@ -210,5 +226,5 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
                    w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init,
-                   ckpt_every=a.ckpt_every, log_every=a.ckpt_every, bn_pairs=a.bn_pairs)
+                   lr_drop=a.lr_drop, lr_drop_factor=a.lr_drop_factor, ckpt_every=a.ckpt_every, log_every=a.ckpt_every, bn_pairs=a.bn_pairs)
     print(json.dumps(r["models"]))
