@@ -227,13 +227,18 @@ class SCGBlock(nn.Module):
             return x.reshape(b, c, *self.nodes)
         return x.transpose(1, 2).reshape(b, c, *self.nodes)
 
-    def forward(self, gx: torch.Tensor):
+    def forward(self, gx: torch.Tensor, *, sample: bool | None = None,
+                generator: torch.Generator | None = None):
+        """``sample``: draw ``z = μ + σ·ε`` (default: in training mode only; ``z = μ`` in eval
+        mode); ``generator``: the source of ``ε`` (default: torch's global one)."""
         mu = self.to_nodes(self.mu(gx))          # (B, N, h)
         logvar = self.to_nodes(self.logvar(gx))  # (B, N, h)
         n = mu.shape[1]
-        if self.training:
+        if self.training if sample is None else sample:
             std = torch.exp(logvar) if self.std_from_logvar == "exp" else torch.exp(0.5 * logvar)
-            z = mu + std * torch.randn_like(std)
+            eps = torch.randn(std.shape, generator=generator, dtype=std.dtype,
+                              device=std.device) if generator is not None else torch.randn_like(std)
+            z = mu + std * eps
         else:
             z = mu
         a = z @ z.transpose(1, 2)
@@ -283,6 +288,18 @@ class MICDIRConfig:
     ``enc_channels``/``enc_strides`` give one Conv3d + LeakyReLU stage each; the product of strides
     sets the latent size (128³ with strides 1,2,2,2,2,2 in the paper; medvol's 64×80×64 grid uses
     1,2,2,2,2 so the latent is 4×5×4, adaptively pooled to ``nodes`` for the graph).
+
+    ``latent_samples`` (inference only): ``0`` takes the SCG latent ``z = μ`` in eval mode, as
+    the released code does; ``K > 0`` runs the graph part (SCG adjacency, both GCN layers) on
+    ``K`` draws ``z = μ + σ·ε`` from a fixed-seed generator and averages its output — the
+    expectation over the noise the net was trained with, deterministic. Why: training drives
+    ``μ`` to ≈ 0 and ``σ`` to ≈ 1 (the KL term), so with ``z = μ`` the adjacency diagonal is
+    ≈ 0, the SCG's ``γ = √(1 + 1/mean diag)`` grows ≈ 45× and the residual ``ẑ = γ·μ·(1 −
+    log σ²)`` with it, and the adjacency collapses to the identity: the decoder sees a latent
+    unlike any it was trained on. Measured on the 10 hippocampus validation pairs (net at 3 000
+    steps): Dice 0.682 with ``z = μ`` (BatchNorm re-estimated on that path), 0.756 with
+    ``K = 1, 4, 16`` or 64 (training BatchNorm statistics). The graph is 64 nodes: ``K = 8``
+    costs well under 1 % of a forward pass.
     """
 
     enc_channels: tuple = (16, 32, 32, 32, 32)
@@ -300,6 +317,7 @@ class MICDIRConfig:
     adjacency_act: str = "leaky_relu"
     velocity_act: bool = True
     raw_reshape: bool = True
+    latent_samples: int = 0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -315,6 +333,7 @@ class MICDIRConfig:
         _bound("gcn_hidden", self.gcn_hidden, 1, 256)
         _bound("nodes", self.nodes, 1, 16, n_min=3, n_max=3)
         _bound("int_steps", self.int_steps, 0, 16)
+        _bound("latent_samples", self.latent_samples, 0, 64)
         for k in ("scg_dropout", "gcn_dropout"):
             if not 0.0 <= float(getattr(self, k)) < 1.0:
                 raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
@@ -399,6 +418,22 @@ class MICDIR(nn.Module):
             p *= int(s)
         return p
 
+    def _graph(self, gx: torch.Tensor):
+        """SCG + two GCN layers on the pooled latent; ``(node features, scg_loss)``. In eval mode
+        with ``latent_samples = K > 0``: the mean over ``K`` seeded latent draws (see
+        :class:`MICDIRConfig`)."""
+        k = int(self.config.latent_samples)
+        h0 = self.scg.to_nodes(gx)
+        if self.training or k == 0:
+            _, _, adj, z_hat, loss = self.scg(gx)
+            return adj @ self.gcn2(self.gcn1(h0, adj), adj) + z_hat, loss
+        gen = torch.Generator(device=gx.device).manual_seed(0)
+        acc = 0.0
+        for _ in range(k):
+            _, _, adj, z_hat, loss = self.scg(gx, sample=True, generator=gen)
+            acc = acc + adj @ self.gcn2(self.gcn1(h0, adj), adj) + z_hat
+        return acc / k, loss
+
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
         if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:
             raise ValueError(f"fixed and moving must both be (B, 1, z, y, x); got "
@@ -413,11 +448,7 @@ class MICDIR(nn.Module):
             feats.append(x)
         latent = feats[-1]
         gx = F.adaptive_avg_pool3d(latent, cfg.nodes)
-        mu, logvar, adj, z_hat, scg_loss = self.scg(gx)
-        h = self.scg.to_nodes(gx)
-        h = self.gcn1(h, adj)
-        h = self.gcn2(h, adj)
-        h = adj @ h + z_hat
+        h, scg_loss = self._graph(gx)
         g = self.scg.from_nodes(h)
         g = F.interpolate(g, size=latent.shape[2:], mode="trilinear", align_corners=False)
         y = g

@@ -103,7 +103,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                runs: str | os.PathLike = ".cache/registration/runs15",
                time_limit_s: float | None = None, export: str | os.PathLike | None = None,
                ckpt_every: int = 20, log_every: int = 10, bn_pairs: int = 24,
-               init: str | None = None, lr_drop: int | None = None,
+               init: str | None = None, lr_drop: int | None = None, latent_samples: int = 8,
                lr_drop_factor: float = 0.2,
                progress: bool | Callable[[str], None] = True) -> dict:
     """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``synth``) in lockstep.
@@ -114,9 +114,11 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
     weights ``<model>_<init>.safetensors`` (e.g. ``intra``; fresh optimiser; ignored on resume).
     ``lr_drop``: from this (0-based) step on, the learning rate is ``lr × lr_drop_factor`` (a
     one-step schedule computed from the absolute step, so a resumed run follows it exactly; the
-    keys join the run config only when set). ``export``: folder for
-    ``<model>_<task>.safetensors`` + ``<task>_histories.json``. Returns ``{"models": rows,
-    "exported": paths}``.
+    keys join the run config only when set). ``latent_samples``: stored in exported MICDIR
+    configs (:class:`medvol.models.micdir.MICDIRConfig`; 0 = the released ``z = μ`` inference
+    path, then with ``bn_pairs`` training pairs re-estimating BatchNorm on it). ``export``:
+    folder for ``<model>_<task>.safetensors`` + ``<task>_histories.json``. Returns
+    ``{"models": rows, "exported": paths}``.
     """
     import torch
 
@@ -178,8 +180,13 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             from .train import recalibrate_batchnorm
 
             net = copy.deepcopy(j.model)
-            smp, _ = _sampler(task, data, 777, runs)
-            nbn = recalibrate_batchnorm(net, _XY(smp), bn_pairs) if bn_pairs else 0
+            if hasattr(net.config, "latent_samples"):   # MICDIR: how its graph latent is read
+                net.config.latent_samples = int(latent_samples)
+            # z = μ needs BatchNorm statistics of that path; sampled latents keep the training ones
+            recal = bn_pairs and not getattr(net.config, "latent_samples", 0)
+            if recal:
+                smp, _ = _sampler(task, data, 777, runs)
+            nbn = recalibrate_batchnorm(net, _XY(smp), bn_pairs) if recal else 0
             net.eval()
             from .datasets import splits
 
@@ -220,11 +227,15 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
                     help="from this step on train at lr x --lr-drop-factor")
     ap.add_argument("--lr-drop-factor", type=float, default=0.2)
     ap.add_argument("--ckpt-every", type=int, default=20)
+    ap.add_argument("--latent-samples", type=int, default=8,
+                    help="MICDIR export: seeded SCG latent draws averaged at inference (0: z = mu "
+                         "as the released code, with --bn-pairs BatchNorm re-estimation)")
     ap.add_argument("--bn-pairs", type=int, default=24,
-                    help="MICDIR export: training pairs for the BatchNorm re-estimation under the "
-                         "inference path (0: keep the training running statistics)")
+                    help="MICDIR export with --latent-samples 0: training pairs for the BatchNorm "
+                         "re-estimation under the z = mu path (0: keep the training statistics)")
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
                    w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init,
-                   lr_drop=a.lr_drop, lr_drop_factor=a.lr_drop_factor, ckpt_every=a.ckpt_every, log_every=a.ckpt_every, bn_pairs=a.bn_pairs)
+                   lr_drop=a.lr_drop, lr_drop_factor=a.lr_drop_factor, ckpt_every=a.ckpt_every,
+                   log_every=a.ckpt_every, bn_pairs=a.bn_pairs, latent_samples=a.latent_samples)
     print(json.dumps(r["models"]))

@@ -116,6 +116,46 @@ def test_micdir_forward_shapes_and_loss_backward():
         m(torch.rand(1, 1, 15, 24, 16), torch.rand(1, 1, 15, 24, 16))
 
 
+def _small_micdir(samples):
+    cfg = MICDIRConfig(enc_channels=(4, 8, 8, 8), enc_strides=(1, 2, 2, 2), dec_channels=8,
+                       head_channels=(4, 4), latent_samples=samples)
+    torch.manual_seed(0)
+    return MICDIR(cfg)
+
+
+def test_sampled_latent_is_deterministic_eval_only_and_leaves_global_rng_alone():
+    x, y = torch.rand(1, 1, 16, 24, 16), torch.rand(1, 1, 16, 24, 16)
+    m8, m0 = _small_micdir(8), _small_micdir(0)
+    m8.eval(), m0.eval()
+    with torch.no_grad():
+        state = torch.get_rng_state()
+        a, b = m8(x, y)["velocity"], m8(x, y)["velocity"]
+        assert torch.equal(torch.get_rng_state(), state)       # own fixed-seed generator
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, m0(x, y)["velocity"])    # untrained σ = 1: draws matter
+        m8.train(), m0.train()                                 # training: one draw, as before
+        torch.manual_seed(3)
+        t8 = m8(x, y)["velocity"]
+        torch.manual_seed(3)
+        assert torch.equal(t8, m0(x, y)["velocity"])
+
+
+def test_sampled_latent_reduces_to_the_mean_when_sigma_vanishes():
+    """σ = exp(logvar) → 0: every draw is z = μ, so the K-draw average equals the z = μ path."""
+    x, y = torch.rand(1, 1, 16, 24, 16), torch.rand(1, 1, 16, 24, 16)
+    m8, m0 = _small_micdir(8), _small_micdir(0)
+    for m in (m8, m0):
+        conv = m.scg.logvar[0]
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.fill_(-30.0)
+        m.eval()
+    with torch.no_grad():
+        assert torch.allclose(m8(x, y)["velocity"], m0(x, y)["velocity"], atol=1e-6)
+    with pytest.raises(ValueError, match="latent_samples"):
+        MICDIRConfig(latent_samples=65).validate()
+
+
 def test_voxelmorph_wrapper_swaps_to_monai_order():
     pytest.importorskip("monai")
     from medvol.models.voxelmorph import VoxelMorphNet
