@@ -38,12 +38,16 @@ def register(
     seed: int = typer.Option(0, min=0, help="Metric-sampling seed of the SimpleITK optimisers "
                                              "(affine, B-spline, the learned methods' affine start); "
                                              "same seed, same result."),
-    refine: int = typer.Option(40, min=0, help="micdir/voxelmorph: instance-optimisation steps "
-                               "on the pair (half then full resolution; LNCC or MI + smoothness "
-                               "+ inverse consistency). Default 40; 0 = the net's prediction only."),
+    refine: Optional[int] = typer.Option(None, min=0, help="micdir/voxelmorph: instance-"
+                                         "optimisation steps on the pair (half then full "
+                                         "resolution; LNCC or MI + smoothness + inverse "
+                                         "consistency). Default 40 (half at full resolution); "
+                                         "--task hippocampus: 2 at half resolution (chosen on "
+                                         "its validation pairs); 0 = the net's prediction only."),
     refine_full: Optional[int] = typer.Option(None, "--refine-full", min=0, help="micdir/voxelmorph: "
                                               "how many of the --refine steps run at full "
-                                              "resolution (default: half of them; 0: all at half "
+                                              "resolution (default: half of them, none for --task "
+                                              "hippocampus; 0: all at half "
                                               "resolution, about 10x cheaper per step)."),
     task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
                                        "<method>_<task> (intra, inter, hippocampus, synth); "

@@ -87,10 +87,11 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         B-spline baseline does and as the paper's affinely pre-aligned data assume).
     seed : metric-sampling seed of the SimpleITK optimisers (affine, B-spline and the learned
         methods' affine start); the same seed reproduces the same field.
-    refine : learned methods: instance-optimisation steps on the pair (``None``:
-        :data:`medvol.registration.refine.DEFAULT_REFINE`; 0: off). refine_full : how many of
-        those steps run at full resolution (``None``: half of them; 0: all at half resolution,
-        the fast budget). task : learned methods:
+    refine : learned methods: instance-optimisation steps on the pair (``None``: the task's
+        validated default, else :data:`medvol.registration.refine.DEFAULT_REFINE`; see
+        :func:`medvol.registration.refine.default_refine`; 0: off). refine_full : how many of
+        those steps run at full resolution (``None``: the task's default, else half of them; 0:
+        all at half resolution, the fast budget). task : learned methods:
         shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``).
 
     Returns
@@ -111,10 +112,9 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
 
-        from .refine import DEFAULT_REFINE, full_res_steps
+        from .refine import default_refine
 
-        n_ref = DEFAULT_REFINE if refine is None else int(refine)
-        n_full = full_res_steps(n_ref, refine_full)
+        n_ref, n_full = default_refine(task, refine, refine_full)
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
                              prealign=prealign, seed=seed, refine=n_ref, task=task,
                              refine_full=n_full)
@@ -239,11 +239,10 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
     if method in ("micdir", "voxelmorph"):
-        from .refine import DEFAULT_REFINE, full_res_steps
+        from .refine import default_refine
 
-        if refine is None:
-            refine = DEFAULT_REFINE                # the manifest records the values used
-        refine_full = full_res_steps(refine, refine_full)
+        # the manifest records the values used
+        refine, refine_full = default_refine(task, refine, refine_full)
     man = Manifest("register", {"method": method, "modality": modality, "prealign": prealign,
                                 "seed": seed, "weights": str(weights) if weights else "shipped",
                                 "refine": refine, "task": task,

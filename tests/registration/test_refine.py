@@ -109,6 +109,35 @@ def test_full_res_steps_split():
     assert full_res_steps(10, 0) == 0 and full_res_steps(10, 4) == 4 and full_res_steps(10, 99) == 10
 
 
+def test_default_refine_per_task_and_caller_values_win():
+    """No --refine: the hippocampus task takes its validated budget (2 steps, half resolution),
+    other tasks DEFAULT_REFINE with half at full resolution; the caller's values always win."""
+    from medvol.registration.refine import DEFAULT_REFINE, default_refine
+
+    assert default_refine("hippocampus") == (2, 0)
+    assert default_refine("hippocampus", full_steps=1) == (2, 1)
+    assert default_refine("hippocampus", 10) == (10, 5)
+    assert default_refine(None) == default_refine("intra") == (DEFAULT_REFINE, DEFAULT_REFINE // 2)
+    assert default_refine("synth", 0) == (0, 0) and default_refine("inter", 8, 0) == (8, 0)
+
+
+def test_register_volumes_uses_and_records_the_task_default_refine():
+    """``register_volumes`` without refine arguments runs the hippocampus task's validated budget
+    and says so in its info (what the manifest records); an explicit ``refine=0`` wins."""
+    pytest.importorskip("torch")
+    from medvol import Volume
+    from medvol.registration.run import register_volumes
+
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, 24)] * 3, indexing="ij")
+    f = Volume(np.exp(-(z ** 2 + y ** 2 + x ** 2) / 0.2).astype(np.float32), spacing=(1.5,) * 3)
+    m = Volume(np.exp(-(z ** 2 + y ** 2 + (x - 0.1) ** 2) / 0.2).astype(np.float32),
+               spacing=(1.5,) * 3)
+    r = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False)
+    assert (r.info["refine_steps"], r.info["refine_full_res_steps"]) == (2, 0)
+    r0 = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False, refine=0)
+    assert (r0.info["refine_steps"], r0.info["refine_full_res_steps"]) == (0, 0)
+
+
 def test_half_resolution_budget_moves_towards_known_shift():
     """``full_steps=0`` (all steps at half resolution, the fast budget) still recovers a known
     smooth displacement: a blob moved by 2 voxels along x; the refined field's x component at
