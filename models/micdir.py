@@ -424,15 +424,16 @@ class MICDIR(nn.Module):
         :class:`MICDIRConfig`)."""
         k = int(self.config.latent_samples)
         h0 = self.scg.to_nodes(gx)
-        if self.training or k == 0:
-            _, _, adj, z_hat, loss = self.scg(gx)
+
+        def graph(**draw):
+            _, _, adj, z_hat, loss = self.scg(gx, **draw)
             return adj @ self.gcn2(self.gcn1(h0, adj), adj) + z_hat, loss
+
+        if self.training or k == 0:
+            return graph()
         gen = torch.Generator(device=gx.device).manual_seed(0)
-        acc = 0.0
-        for _ in range(k):
-            _, _, adj, z_hat, loss = self.scg(gx, sample=True, generator=gen)
-            acc = acc + adj @ self.gcn2(self.gcn1(h0, adj), adj) + z_hat
-        return acc / k, loss
+        draws = [graph(sample=True, generator=gen) for _ in range(k)]
+        return sum(h for h, _ in draws) / k, draws[-1][1]
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
         if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:

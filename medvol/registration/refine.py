@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_REFINE", "TASK_REFINE", "RefineSettings", "default_refine", "full_res_steps", "predict_velocity",
-           "refine_pair", "refine_arrays"]
+__all__ = ["DEFAULT_REFINE", "TASK_REFINE", "RefineSettings", "default_refine", "full_res_steps",
+           "predict_velocity", "refine_pair", "refine_arrays"]
 
 DEFAULT_REFINE = 40
 # (steps, full-resolution steps) chosen on a task's VALIDATION pairs (never its test pairs):
