@@ -7,8 +7,9 @@ second operator class. Weights go through the one learned-model stack
 (:func:`medvol.learned.load_weights`; shipped names ``pdunet_ct_x16``, ``pdunet_mri_x16``,
 ``lpd_ct_x16``, ``lpd_mri_x16``), training through :func:`medvol.learned.train_loop`.
 
-Training (:func:`train_pdunet`): L1 loss on images scaled by the p99 constant, Adam (lr 1e-3),
-cosine annealing over the run, gradient-norm clipping at 1 (as in Adler & Öktem),
+Training (:func:`train_pdunet`): L1 loss on images scaled by the p99 constant (optionally plus
+``ssim_weight`` · (1 − SSIM), MONAI's ``SSIMLoss`` with the benchmarks' Gaussian window), Adam
+(lr 1e-3), cosine annealing over the run, gradient-norm clipping at 1 (as in Adler & Öktem),
 rotation/flip augmentation with re-simulated sparse data each step (:mod:`medvol.recon.pdunet_data`).
 """
 from __future__ import annotations
@@ -226,7 +227,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                  checkpoint_every: int = 100, export: str | os.PathLike | None = None,
                  overwrite: bool = False, images: list | None = None,
                  init: str | os.PathLike | None = None, noise_i0: float | None = None,
-                 p_noise: float = 0.0, progress: bool | Callable[[str], None] = True):
+                 p_noise: float = 0.0, ssim_weight: float = 0.0,
+                 progress: bool | Callable[[str], None] = True):
     """Train (or resume) PD-UNet or the LPD baseline on a ×16 task — the job behind
     ``medvol train pdunet`` and the ``medvol-train-pdunet`` flow.
 
@@ -250,6 +252,10 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         a random initialisation (their ``image_scale`` is kept).
     noise_i0, p_noise : CT only — a fraction ``p_noise`` of the training sinograms gets Poisson
         transmission noise at ``noise_i0`` photons per ray.
+    ssim_weight : loss = L1 + ``ssim_weight`` · (1 − SSIM) on images / p99 (MONAI ``SSIMLoss``,
+        Gaussian window 11, σ 1.5 — the window the benchmarks score with; data range 1). 0 (the
+        default) is the plain L1 of the paper; the run config records the weight only when it is
+        set, so runs without it resume as before.
 
     Returns
     -------
@@ -275,6 +281,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                                     hint="pass --overwrite or choose another path")
     if int(steps) < 1 or int(batch) < 1:
         raise InputError(f"steps and batch must be >= 1 (got {steps}, {batch})")
+    if not (0.0 <= float(ssim_weight) <= 100.0):
+        raise InputError(f"ssim_weight must be in [0, 100], got {ssim_weight}")
     torch.set_num_threads(int(threads))
     if images is not None:
         imgs = [np.asarray(im, dtype=np.float32) for im in images]
@@ -311,6 +319,11 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     op = task_operator(t_task)
     if arch == "lpd":
         op.norm(n_iter=LPD_NORM_ITERS)
+    ssim_loss = None
+    if float(ssim_weight) > 0:
+        from monai.losses import SSIMLoss
+
+        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=11, kernel_sigma=1.5)
 
     def step_fn(step: int, rng: np.random.Generator) -> dict:
         # the batch depends only on (seed, step), as in the runs that made the shipped weights
@@ -322,19 +335,30 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
             with torch.no_grad():
                 x0 = op.fbp(y_t)
         pred = model(y_t, op, x0)
-        return {"loss": torch.nn.functional.l1_loss(pred / scale, gt_t / scale)}
+        p, g = pred / scale, gt_t / scale
+        l1 = torch.nn.functional.l1_loss(p, g)
+        if ssim_loss is None:
+            return {"loss": l1}
+        s_term = ssim_loss(p[:, None], g[:, None])
+        return {"loss": l1 + float(ssim_weight) * s_term, "l1": l1.detach(),
+                "one_minus_ssim": s_term.detach()}
 
     run_config = dict(task=t_task.to_dict(), arch=arch, config=config_to_dict(cfg),
                       steps=int(steps), batch=int(batch), lr=float(lr), seed=int(seed),
                       image_scale=scale, n_train_slices=len(imgs),
                       init=None if init is None else str(init),
                       noise_i0=noise_i0, p_noise=float(p_noise))
+    if float(ssim_weight) > 0:
+        run_config["ssim_weight"] = float(ssim_weight)
     res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
                      steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
                      time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
                      progress=progress, config=run_config)
     curve = save_loss_curve(res.history, run / "loss_curve.png", keys=("loss",),
-                            title=f"{arch} {task}: L1 (image / p99)", smooth=int(log_every),
+                            title=f"{arch} {task}: " + (
+                                "L1 (image / p99)" if ssim_loss is None
+                                else f"L1 + {float(ssim_weight):g} (1 - SSIM)"),
+                            smooth=int(log_every),
                             log_y=True)
     res.extra.update(image_scale=scale, loss_curve=str(curve), export=None)
     if export is not None and res.steps_done > 0:
@@ -343,10 +367,11 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                      data={"task": task, "split": "train", "n_train_slices": len(imgs),
                            "read": list(t_task.data_needs) if images is None else "images",
                            "subjects": split_rows},
-                     metrics={"final_l1": float(np.mean([h["loss"] for h in last]))},
+                     metrics={"final_l1": float(np.mean([h.get("l1", h["loss"]) for h in last]))},
                      extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
                                 seed=int(seed), image_scale=scale, init=run_config["init"],
                                 noise_i0=noise_i0, p_noise=float(p_noise),
+                                ssim_weight=float(ssim_weight),
                                 train_seconds=round(res.train_s, 1), finished=res.finished),
                      overwrite=overwrite)
         res.extra["export"] = str(export)

@@ -127,3 +127,40 @@ def test_train_pdunet_cli_function(tmp_path, shared_data):
     assert r.exit_code != 0
     from medvol.errors import InputError
     assert isinstance(r.exception, InputError)
+
+
+@pytest.mark.slow
+def test_ssim_weight_adds_the_benchmark_ssim_term_and_joins_the_run_config(tmp_path):
+    """--ssim-weight: the logged loss is L1 + w (1 - SSIM); that SSIM is the benchmark's
+    (skimage, Gaussian sigma 1.5); a run resumes only with its own
+    weight."""
+    from monai.losses import SSIMLoss
+    from skimage.metrics import structural_similarity
+
+    from medvol.errors import InputError
+    from medvol.recon.pdunet import train_pdunet
+
+    quiet = dict(progress=False, log_every=1, checkpoint_every=1000,
+                 images=ct_slices("train", data=DATA))
+    r = train_pdunet("ct_x16", "pdunet", steps=2, batch=1, config=TINY, run_dir=tmp_path / "s",
+                     ssim_weight=0.5, export=tmp_path / "s.safetensors", **quiet)
+    for h in r.history:
+        assert 0.0 < h["one_minus_ssim"] < 2.0
+        assert h["loss"] == pytest.approx(h["l1"] + 0.5 * h["one_minus_ssim"], rel=1e-5)
+    from medvol.learned import load_weights
+    _, meta = load_weights(tmp_path / "s.safetensors")
+    assert meta.extra["ssim_weight"] == 0.5
+    assert meta.metrics["final_l1"] == pytest.approx(r.history[-1]["l1"])
+    with pytest.raises(InputError):      # same run folder, other loss: refused, not mixed
+        train_pdunet("ct_x16", "pdunet", steps=3, batch=1, config=TINY,
+                     run_dir=tmp_path / "s", ssim_weight=1.0, **quiet)
+    # the loss's SSIM is the benchmark's SSIM (skimage, Gaussian window sigma 1.5)
+    rng = np.random.default_rng(3)
+    a = ct_slices("train", data=DATA)[0]
+    a = a / a.max()
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, None).astype(np.float32)
+    ours = 1.0 - float(SSIMLoss(spatial_dims=2, data_range=1.0, win_size=11, kernel_sigma=1.5)(
+        torch.from_numpy(b)[None, None], torch.from_numpy(a.astype(np.float32))[None, None]))
+    ref = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    assert abs(ours - ref) < 1e-3 and ref < 0.9
