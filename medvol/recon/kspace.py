@@ -37,7 +37,7 @@ def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
     """
     from ..mri.radial import gridding_recon, kspace_sinogram_operator, read_radial_kspace
     from .jobs import ReconResult
-    from .registry import reconstruct
+    from .registry import reconstruct, resolved_params
 
     if method not in KSPACE_METHODS:
         raise InputError(f"method {method!r} is not available for radial k-space",
@@ -48,9 +48,11 @@ def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
     sino, A = kspace_sinogram_operator(k, traj, image_size=image_size, pixel=pixel,
                                        backend=backend, device=device)
     n = A.domain_shape[-1]
+    # the MRI weights unless the caller names others; recorded as used (the registry's default
+    # for pdunet is the CT file, which a k-space input never runs)
+    weights = (weights or "pdunet_mri_x16") if method == "pdunet" else None
     t0 = time.perf_counter()
-    x = reconstruct(A, sino, method, filter=filter,
-                    weights=(weights or "pdunet_mri_x16") if method == "pdunet" else None)
+    x = reconstruct(A, sino, method, filter=filter, weights=weights)
     seconds = time.perf_counter() - t0
     x = np.asarray(x, dtype=np.float32).reshape(-1, n, n)
     base = np.stack([gridding_recon(kk, traj, (n, n), pixel=pixel)
@@ -62,5 +64,5 @@ def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
     return ReconResult(volume=vol, baseline=baseline, record={
         "mode": "radial-kspace", "method": method, "spokes": int(traj.n_spokes),
         "readout": int(traj.n_read), "image_size": n, "backend": A.backend,
-        "device": device, "weights": weights if method == "pdunet"
-        else None, "seconds_reconstruct": round(seconds, 3)})
+        "device": device, "weights": weights, "seconds_reconstruct": round(seconds, 3),
+        "resolved": resolved_params(method, filter=filter, weights=weights)})

@@ -254,6 +254,13 @@ def test_recon_pdunet_radial_kspace_beats_gridding(tmp_path):
     # the documented BackendError (exit 6), nothing written
     man = json.loads((out / "manifest.json").read_text())
     assert man["record"]["backend"] == "torch"
+    # the weights that ran are the MRI ones, and the manifest says so (not the CT default)
+    assert man["parameters"]["weights"] == man["record"]["weights"] == "pdunet_mri_x16"
+    assert main(["recon", str(tmp_path / "spokes.h5"), "-o", str(tmp_path / "lpd"),
+                 "--method", "pdunet", "--weights", "lpd_mri_x16"]) == 0
+    man = json.loads((tmp_path / "lpd" / "manifest.json").read_text())
+    assert man["parameters"]["weights"] == man["record"]["weights"] == "lpd_mri_x16"
+    assert not np.allclose(mv.io.read(tmp_path / "lpd" / "recon.nrrd").numpy()[0], x)
     import torch
 
     if not torch.cuda.is_available():
