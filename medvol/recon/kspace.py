@@ -50,7 +50,12 @@ def reconstruct_kspace(path: str | os.PathLike, *, method: str = "pdunet",
     n = A.domain_shape[-1]
     # the MRI weights unless the caller names others; recorded as used (the registry's default
     # for pdunet is the CT file, which a k-space input never runs)
-    weights = (weights or "pdunet_mri_x16") if method == "pdunet" else None
+    if method == "pdunet":
+        from .pdunet import weights_for_modality
+
+        weights = weights or weights_for_modality("MR")
+    else:
+        weights = None
     t0 = time.perf_counter()
     x = reconstruct(A, sino, method, filter=filter, weights=weights)
     seconds = time.perf_counter() - t0

@@ -319,8 +319,9 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     op = task_operator(t_task)
     if arch == "lpd":
         op.norm(n_iter=LPD_NORM_ITERS)
+    w_ssim = float(ssim_weight)
     ssim_loss = None
-    if float(ssim_weight) > 0:
+    if w_ssim > 0:
         from monai.losses import SSIMLoss
 
         ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=11, kernel_sigma=1.5)
@@ -340,7 +341,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         if ssim_loss is None:
             return {"loss": l1}
         s_term = ssim_loss(p[:, None], g[:, None])
-        return {"loss": l1 + float(ssim_weight) * s_term, "l1": l1.detach(),
+        return {"loss": l1 + w_ssim * s_term, "l1": l1.detach(),
                 "one_minus_ssim": s_term.detach()}
 
     run_config = dict(task=t_task.to_dict(), arch=arch, config=config_to_dict(cfg),
@@ -348,8 +349,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                       image_scale=scale, n_train_slices=len(imgs),
                       init=None if init is None else str(init),
                       noise_i0=noise_i0, p_noise=float(p_noise))
-    if float(ssim_weight) > 0:
-        run_config["ssim_weight"] = float(ssim_weight)
+    if ssim_loss is not None:
+        run_config["ssim_weight"] = w_ssim
     res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
                      steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
                      time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
@@ -357,7 +358,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     curve = save_loss_curve(res.history, run / "loss_curve.png", keys=("loss",),
                             title=f"{arch} {task}: " + (
                                 "L1 (image / p99)" if ssim_loss is None
-                                else f"L1 + {float(ssim_weight):g} (1 - SSIM)"),
+                                else f"L1 + {w_ssim:g} (1 - SSIM)"),
                             smooth=int(log_every),
                             log_y=True)
     res.extra.update(image_scale=scale, loss_curve=str(curve), export=None)
@@ -371,8 +372,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                      extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
                                 seed=int(seed), image_scale=scale, init=run_config["init"],
                                 noise_i0=noise_i0, p_noise=float(p_noise),
-                                ssim_weight=float(ssim_weight),
-                                train_seconds=round(res.train_s, 1), finished=res.finished),
+                                ssim_weight=w_ssim, train_seconds=round(res.train_s, 1),
+                                finished=res.finished),
                      overwrite=overwrite)
         res.extra["export"] = str(export)
         if progress:

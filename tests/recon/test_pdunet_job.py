@@ -132,8 +132,7 @@ def test_train_pdunet_cli_function(tmp_path, shared_data):
 @pytest.mark.slow
 def test_ssim_weight_adds_the_benchmark_ssim_term_and_joins_the_run_config(tmp_path):
     """--ssim-weight: the logged loss is L1 + w (1 - SSIM); that SSIM is the benchmark's
-    (skimage, Gaussian sigma 1.5); a run resumes only with its own
-    weight."""
+    (skimage, Gaussian sigma 1.5); a run resumes only with its own weight."""
     from monai.losses import SSIMLoss
     from skimage.metrics import structural_similarity
 
