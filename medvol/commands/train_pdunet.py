@@ -12,7 +12,8 @@ def train_pdunet(
     data: Optional[Path] = typer.Option(None, "--data", help="Training-data root (default: "
                                         "$MEDVOL_DATA). The training patients of the task's "
                                         "cohort are read: ct_x16 DIR/ct/tcga_luad_slices, "
-                                        "DIR/ct/totalseg; mri_x16 DIR/mri/ixi10/t1, "
+                                        "DIR/ct/totalseg, DIR/mri/synthseg_label_maps "
+                                        "(synthetic head CT); mri_x16 DIR/mri/ixi10/t1, "
                                         "DIR/mri/stroke (split by patient, see "
                                         "medvol.recon.pdunet_cohort)."),
     task: str = typer.Option("ct_x16", help="ct_x16 (fan-beam CT, 23 of 360 views) or mri_x16 "

@@ -16,7 +16,17 @@ source         path                             region    split
 ``petct``      ``ct/totalseg/petct_dicom/``     body      train (its 20 slices)
 ``head_ct``    ``dicom/ct_head_ge_tilt/``       head      **test** (the only head CT subject)
 ``abdomen_ct`` ``ct/totalseg/abdomen_ct.nii.gz`` abdomen  **test** (the only abdomen subject)
+``synth_head`` ``mri/synthseg_label_maps/``     head      train (20 real subjects' whole-head label
+                                                          maps → synthetic head CT, see below)
 ============== ================================ ========= ============================================
+
+``synth_head`` gives the training set heads (the only real head CT is a test subject): each of the
+20 SynthSeg label maps (real subjects' anatomy, 1 mm, incl. skull, scalp, eyes, soft tissue) is
+turned into CT numbers by :func:`synth_head_hu` — a plausible HU range per tissue class
+(brain, CSF, cortical/diploic bone, fat, muscle, skin, air cavities) drawn once per subject,
+plus a smooth random texture — and :data:`SYNTH_HEAD_SLICES` axial slices evenly spaced over
+the head are kept. SynthSeg-style domain randomisation, with CT-like intensities instead of
+MRI-like ones.
 
 Each axial slice (reoriented to LPS) is converted HU → μ (1/mm, values below −1000 HU → 0),
 zero-padded square and resampled to the task grid (128²) so that **the scan's field of view
@@ -44,7 +54,7 @@ from ..errors import InputError
 from ..learned.data import resolve_data_root
 
 __all__ = ["Subject", "subject_key", "ct_subjects", "mri_subjects", "cohort_slices",
-           "split_table", "N_TCGA_TEST", "TEST_SLICES_PER_SUBJECT", "CT_SOURCES", "MRI_SOURCES"]
+           "split_table", "synth_head_hu", "N_TCGA_TEST", "TEST_SLICES_PER_SUBJECT", "CT_SOURCES", "MRI_SOURCES"]
 
 N_TCGA_TEST = 12
 TEST_SLICES_PER_SUBJECT = 6
@@ -58,6 +68,10 @@ IXI = "mri/ixi10/t1"
 STROKE = "mri/stroke"
 CT_SOURCES = {"tcga_luad": TCGA, "chest_cta": CHEST_CTA, "petct": PETCT, "head_ct": HEAD,
               "abdomen_ct": ABDOMEN}
+SYNTH_HEAD = "mri/synthseg_label_maps"
+CT_SOURCES["synth_head"] = SYNTH_HEAD
+CT_TRAIN_ONLY = ("chest_cta", "petct", "synth_head")
+SYNTH_HEAD_SLICES = 4
 MRI_SOURCES = {"ixi": IXI, "stroke": STROKE, "mni": "nilearn:MNI152"}
 
 
@@ -159,6 +173,8 @@ def ct_subjects(data=None, *, size: int = 128, split: str = "all",
     bad = [s for s in sources if s not in CT_SOURCES]
     if bad:
         raise InputError(f"unknown CT source(s) {bad}; choose from {', '.join(CT_SOURCES)}")
+    if split == "test":         # nothing of a train-only source is read for the test split
+        sources = tuple(s for s in sources if s not in CT_TRAIN_ONLY)
     root = resolve_data_root(data, need=tuple(CT_SOURCES[s] for s in sources))
     subs: list[Subject] = []
     if "tcga_luad" in sources:
@@ -189,10 +205,81 @@ def ct_subjects(data=None, *, size: int = 128, split: str = "all",
     if "abdomen_ct" in sources:
         subs.append(Subject(subject_key("abdomen_ct", "1"), "abdomen_ct", "abdomen", "test",
                             _axial_slices(root / ABDOMEN, size, min_body=0.2)))
+    if "synth_head" in sources:
+        for f in _files(root / SYNTH_HEAD, "*.nii.gz"):
+            subs.append(Subject(subject_key("synth_head", f.name.split(".")[0]), "synth_head",
+                                "head", "train", _synth_head_slices(f, size)))
     for s in subs:      # every test subject: up to TEST_SLICES_PER_SUBJECT, evenly spaced
         if s.split == "test":
             s.slices = _spaced(s.slices, TEST_SLICES_PER_SUBJECT)
     return [s for s in subs if split == "all" or s.split == split]
+
+
+# FreeSurfer / SynthSeg label ids → tissue class (labels ≥ 500 are SynthSeg's extra-cerebral
+# classes: 511 scalp/skin, 515 skull, 507 soft tissue, 506 eyes, 509 orbital fat; the others are
+# small unnamed extra-cerebral classes and get a wide random range)
+_TISSUE_LABELS = {
+    "wm": (2, 7, 28, 41, 46, 60),
+    "cortex": (3, 8, 42, 47),
+    "deep_gm": (10, 11, 12, 13, 16, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58),
+    "csf": (4, 5, 14, 15, 24, 43, 44, 72),
+    "vessel": (25, 30, 31, 57, 62, 63, 85, 136, 137, 163, 164),
+    "bone": (515,), "skin": (511,), "soft": (507,), "eye": (506,), "fat": (509,),
+    "other": (502, 508, 512, 514, 516, 530),
+}
+# HU range per class (each subject draws one value per class, per label for "other")
+_TISSUE_HU = {"wm": (22, 32), "cortex": (33, 45), "deep_gm": (30, 42), "csf": (0, 15),
+              "vessel": (30, 60), "bone": (700, 1600), "skin": (20, 60), "soft": (-90, 60),
+              "eye": (5, 20), "fat": (-120, -60), "other": (-150, 200)}
+
+
+def synth_head_hu(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CT numbers (HU, float32) for a SynthSeg/FreeSurfer label image: background (0) → air
+    (−1000 HU), every tissue class → one value drawn from its range in ``_TISSUE_HU`` (per label
+    for the unnamed extra-cerebral classes; labels not listed take the soft-tissue value), then a
+    smooth random texture (Gaussian field, σ 2 voxels: ±6 HU in soft tissue, ±20 % in bone —
+    diploë)."""
+    from scipy.ndimage import gaussian_filter
+
+    lab = np.asarray(labels).astype(np.int64)
+    lut = np.full(int(max(lab.max(), 530)) + 1, np.nan, np.float32)
+    bone = np.zeros_like(lut, bool)
+    for cls, ids in _TISSUE_LABELS.items():
+        lo, hi = _TISSUE_HU[cls]
+        shared = rng.uniform(lo, hi)
+        for i in ids:
+            lut[i] = rng.uniform(lo, hi) if cls == "other" else shared
+        if cls == "bone":
+            bone[list(ids)] = True
+    lut[np.isnan(lut)] = lut[_TISSUE_LABELS["soft"][0]]
+    lut[0] = -1000.0
+    hu = lut[np.clip(lab, 0, len(lut) - 1)]
+    field = gaussian_filter(rng.standard_normal(lab.shape).astype(np.float32), 2.0)
+    field /= max(float(field.std()), 1e-6)
+    tissue = hu > -1000
+    isbone = bone[np.clip(lab, 0, len(lut) - 1)]
+    hu = np.where(isbone, hu * (1 + 0.2 * np.clip(field, -2, 2)),
+                  np.where(tissue, hu + 6.0 * field, hu))
+    return hu.astype(np.float32)
+
+
+def _synth_head_slices(path: Path, size: int) -> list[np.ndarray]:
+    """:data:`SYNTH_HEAD_SLICES` synthetic head-CT μ slices from one label map (seeded by the
+    file name, so the training set is reproducible)."""
+    from ..io import read
+    from ..report import to_lps_view
+
+    lab = np.rint(to_lps_view(read(path), oblique="nearest").array).astype(np.int16)
+    frac = (lab > 0).mean(axis=(1, 2))
+    ks = np.flatnonzero(frac >= 0.5 * frac.max())        # axial slices through the cranium
+    if ks.size == 0:
+        raise InputError(f"label map {path.name} has no head", path=path)
+    seed = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in _spaced(list(ks), SYNTH_HEAD_SLICES):
+        out.append(_hu_slice(synth_head_hu(lab[k], rng), size))
+    return out
 
 
 # --------------------------------------------------------------------------- MRI

@@ -4,7 +4,8 @@ Tasks (128² images, the CPU-sized version of the paper's 256² setup)
 --------------------------------------------------------------------
 ``ct_x16``
     Real CT slices of many patients (:mod:`medvol.recon.pdunet_cohort`: TCGA-LUAD chest, chest
-    CTA, PET/CT, head CT, abdomen CT; split by patient), HU → μ (1/mm,
+    CTA, PET/CT, head CT, abdomen CT; split by patient; synthetic head CT from real subjects'
+    label maps for training), HU → μ (1/mm,
     :func:`medvol.simulate.hu_to_mu`), each scan's field of view resampled onto 128² pixels of
     a nominal 1.953 mm. Fan beam from :func:`medvol.simulate.default_fan_geometry` with 360
     views over 2π; sparsity 16 keeps every 16th view (23 views). The sparse sinogram is the

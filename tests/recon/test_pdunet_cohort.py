@@ -47,6 +47,60 @@ def test_ct_cohort_split_by_patient(ct_cohort, shared_data):
     assert 0.015 < np.median(allpix[allpix > 0.01]) < 0.025
 
 
+def test_synthetic_head_ct_has_the_ct_numbers_of_its_tissue_classes():
+    from medvol.recon.pdunet_cohort import _TISSUE_HU, synth_head_hu
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[8:56, 8:56] = 511                   # skin
+    lab[12:52, 12:52] = 515                 # skull
+    lab[18:46, 18:46] = 24                  # CSF
+    lab[22:42, 22:42] = 2                   # white matter
+    lab[28:36, 28:36] = 4                   # ventricle (CSF class)
+    lab[2:6, 2:6] = 999                     # a label the table does not list: soft tissue
+    hu = synth_head_hu(lab, np.random.default_rng(0))
+    assert hu.shape == lab.shape and hu.dtype == np.float32
+    assert np.all(hu[lab == 0] == -1000.0)                     # air stays air (no texture)
+    lo, hi = _TISSUE_HU["soft"]
+    assert lo - 20 < hu[lab == 999].mean() < hi + 20
+    for label, cls, tol in ((2, "wm", 20), (24, "csf", 20), (511, "skin", 20)):
+        lo, hi = _TISSUE_HU[cls]
+        v = hu[lab == label]
+        assert lo - tol < v.mean() < hi + tol and v.std() > 1.0     # textured, in range
+    bone = hu[lab == 515]
+    assert 700 * 0.6 < bone.mean() < 1600 * 1.4 and bone.std() > 20
+    # one value per class: the ventricle and the CSF share the class value (texture aside)
+    assert abs(np.median(hu[lab == 4]) - np.median(hu[lab == 24])) < 15
+    # seeded: same generator state, same image; another state, another image
+    assert np.array_equal(hu, synth_head_hu(lab, np.random.default_rng(0)))
+    assert not np.allclose(hu, synth_head_hu(lab, np.random.default_rng(1)))
+
+
+def test_synthetic_heads_are_training_only_and_the_test_split_reads_none(shared_data, tmp_path):
+    from medvol.recon.pdunet_cohort import CT_SOURCES, CT_TRAIN_ONLY, SYNTH_HEAD_SLICES, ct_subjects
+    from medvol.simulate import MU_WATER_70KEV
+
+    syn = ct_subjects(shared_data, split="train", sources=("synth_head",))
+    n_maps = len(list((shared_data / "mri" / "synthseg_label_maps").glob("*.nii.gz")))
+    assert len(syn) == n_maps == 20 and len({s.key for s in syn}) == 20
+    assert all(s.split == "train" and s.region == "head" for s in syn)
+    for s in syn:
+        assert len(s.slices) == SYNTH_HEAD_SLICES
+        for x in s.slices:
+            assert x.shape == (128, 128)
+            # a head: soft tissue near water, bone well above it, air around
+            assert x.max() > 1.5 * MU_WATER_70KEV and x[0].max() == 0.0
+            assert 0.15 < (x > 0.5 * MU_WATER_70KEV).mean() < 0.8
+    assert not ct_subjects(shared_data, split="test", sources=("synth_head",))
+    # a data root holding only the test sources is enough for the test split
+    root = tmp_path / "data"
+    for src, rel in CT_SOURCES.items():
+        if src not in CT_TRAIN_ONLY:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).symlink_to(shared_data / rel)
+    test = ct_subjects(root, split="test")
+    assert {s.source for s in test} == {"tcga_luad", "head_ct", "abdomen_ct"}
+
+
 def test_mri_cohort_split_follows_ixi_split(shared_data):
     from medvol.recon.pdunet_cohort import mri_subjects
 
