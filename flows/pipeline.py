@@ -441,13 +441,14 @@ def _train_pdunet_task(task_name: str, arch: str, steps: int, batch: int, lr: fl
                        seed: int, run_dir: str | None, time_limit: float | None, threads: int,
                        export: str | None, overwrite: bool, data: str | None = None,
                        init: str | None = None, noise_i0: float | None = None,
-                       p_noise: float = 0.0, ssim_weight: float = 0.0) -> dict:
+                       p_noise: float = 0.0, ssim_weight: float = 0.0,
+                       sources: list[str] | None = None) -> dict:
     from medvol.recon.pdunet import train_pdunet as job
 
     res = job(task_name, arch, data=data, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
               run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
               overwrite=overwrite, init=init, noise_i0=noise_i0, p_noise=p_noise,
-              ssim_weight=ssim_weight)
+              ssim_weight=ssim_weight, sources=sources)
     return {"step": res.steps_done, "finished": res.finished, "seconds": round(res.train_s, 1),
             "losses": [(h["step"], h["loss"]) for h in res.history],
             "run_dir": str(res.run_dir), **res.extra}
@@ -460,21 +461,21 @@ def train_pdunet(task_name: str = "ct_x16", *, arch: str = "pdunet", steps: int 
                  export: str | None = None, overwrite: bool = False,
                  data: str | None = None, init: str | None = None,
                  noise_i0: float | None = None, p_noise: float = 0.0,
-                 ssim_weight: float = 0.0) -> dict:
+                 ssim_weight: float = 0.0, sources: list[str] | None = None) -> dict:
     """Train (or resume from ``run_dir``'s checkpoint) PD-UNet or the Learned Primal-Dual
     baseline (:func:`medvol.recon.pdunet.train_pdunet`, the job of ``medvol train pdunet``) on
     ``task_name`` (``ct_x16`` | ``mri_x16``) with data from ``data`` (else ``$MEDVOL_DATA``);
     ``export`` writes the weights as safetensors. ``time_limit`` (s) stops after a checkpoint,
     so a scheduled run can continue training night after night. ``init``, ``noise_i0``,
-    ``p_noise``, ``ssim_weight``: as ``medvol train pdunet --init/--noise-i0/--p-noise/
-    --ssim-weight``."""
+    ``p_noise``, ``ssim_weight``, ``sources``: as ``medvol train pdunet --init/--noise-i0/
+    --p-noise/--ssim-weight/--sources``."""
     from medvol.recon.pdunet import ARCHS
 
     if arch not in ARCHS:
         raise InputError(f"unknown architecture {arch!r}", hint="use pdunet or lpd")
     res = _train_pdunet_task(task_name, arch, steps, batch, lr, size, seed, run_dir, time_limit,
                              threads, export, overwrite, data, init, noise_i0, p_noise,
-                             ssim_weight)
+                             ssim_weight, sources)
     losses = res.get("losses") or []
     last = losses[-1][1] if losses else None
     _artifact(f"medvol-train-{arch}-{task_name.replace('_', '-')}",

@@ -40,6 +40,10 @@ def train_pdunet(
     p_noise: float = typer.Option(0.0, help="CT: fraction of noisy training sinograms."),
     ssim_weight: float = typer.Option(0.0, help="Loss = L1 + this x (1 - SSIM) (Gaussian "
                                       "window sigma 1.5, as the benchmark scores); 0 = plain L1."),
+    sources: Optional[str] = typer.Option(None, help="ct_x16: comma-separated cohort sources "
+                                          "to train on (default all: tcga_luad, chest_cta, "
+                                          "petct, synth_head); e.g. tcga_luad,chest_cta,petct "
+                                          "repeats the runs made before synth_head existed."),
 ) -> None:
     """Train PD-UNet / LPD on many patients' real CT or MRI slices (rotation, flip, zoom and
     intensity augmentation; sparse data re-simulated every step).
@@ -52,6 +56,8 @@ def train_pdunet(
     res = job(task, arch, data=data, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
               run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
               overwrite=overwrite, init=init, noise_i0=noise_i0, p_noise=p_noise,
-              ssim_weight=ssim_weight, progress=lambda s: typer.echo(s))
+              ssim_weight=ssim_weight,
+              sources=[v.strip() for v in sources.split(",") if v.strip()] if sources else None,
+              progress=lambda s: typer.echo(s))
     typer.echo(f"{'finished' if res.finished else 'paused'} at step {res.steps_done}; "
                f"loss curve: {res.extra['loss_curve']}")

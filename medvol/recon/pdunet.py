@@ -18,7 +18,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -228,6 +228,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                  overwrite: bool = False, images: list | None = None,
                  init: str | os.PathLike | None = None, noise_i0: float | None = None,
                  p_noise: float = 0.0, ssim_weight: float = 0.0,
+                 sources: Sequence[str] | None = None,
                  progress: bool | Callable[[str], None] = True):
     """Train (or resume) PD-UNet or the LPD baseline on a ×16 task — the job behind
     ``medvol train pdunet`` and the ``medvol-train-pdunet`` flow.
@@ -256,6 +257,10 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         Gaussian window 11, σ 1.5 — the window the benchmarks score with; data range 1). 0 (the
         default) is the plain L1 of the paper; the run config records the weight only when it is
         set, so runs without it resume as before.
+    sources : CT only — train on these cohort sources only (a subset of
+        :data:`medvol.recon.pdunet_cohort.CT_SOURCES`, e.g. without ``synth_head`` to repeat the
+        runs made before the synthetic heads existed); default all. Recorded in the run config
+        and the weights' metadata only when given.
 
     Returns
     -------
@@ -292,8 +297,13 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     else:
         from .pdunet_cohort import cohort_slices, ct_subjects, mri_subjects
 
-        subs = (ct_subjects if t_task.modality == "ct" else mri_subjects)(
-            data, size=t_task.image_size, split="train")
+        if sources is not None and t_task.modality != "ct":
+            raise InputError(f"sources selects CT cohort sources; task {task} is MRI",
+                             hint="leave --sources out for mri_x16")
+        subs = ct_subjects(data, size=t_task.image_size, split="train",
+                           sources=tuple(sources) if sources else None) \
+            if t_task.modality == "ct" else mri_subjects(data, size=t_task.image_size,
+                                                          split="train")
         imgs = cohort_slices(subs)
         split_rows = [s.row() for s in subs]
     scale = image_scale(imgs)
@@ -351,6 +361,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
                       noise_i0=noise_i0, p_noise=float(p_noise))
     if ssim_loss is not None:
         run_config["ssim_weight"] = w_ssim
+    if sources:
+        run_config["sources"] = sorted(sources)
     res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
                      steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
                      time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
@@ -367,7 +379,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         save_weights(export, model.eval(), arch=arch, config=cfg, task=t_task.to_dict(),
                      data={"task": task, "split": "train", "n_train_slices": len(imgs),
                            "read": list(t_task.data_needs) if images is None else "images",
-                           "subjects": split_rows},
+                           "subjects": split_rows,
+                           **({"sources": sorted(sources)} if sources else {})},
                      metrics={"final_l1": float(np.mean([h.get("l1", h["loss"]) for h in last]))},
                      extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
                                 seed=int(seed), image_scale=scale, init=run_config["init"],

@@ -163,3 +163,29 @@ def test_ssim_weight_adds_the_benchmark_ssim_term_and_joins_the_run_config(tmp_p
     ref = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                 use_sample_covariance=False)
     assert abs(ours - ref) < 1e-3 and ref < 0.9
+
+
+@pytest.mark.slow
+def test_sources_restrict_the_ct_training_cohort_and_are_recorded(tmp_path, shared_data):
+    """--sources: only those cohort sources are read (the PET/CT subject: its 20 slices) and the
+    choice is in the run config and the weights' metadata; MRI and unknown sources are refused."""
+    from medvol.errors import InputError
+    from medvol.learned import load_weights
+    from medvol.recon.pdunet import train_pdunet
+
+    quiet = dict(progress=False, log_every=1, checkpoint_every=1000, config=TINY, batch=1)
+    r = train_pdunet("ct_x16", "pdunet", data=shared_data, steps=1, sources=["petct"],
+                     run_dir=tmp_path / "p", export=tmp_path / "p.safetensors", **quiet)
+    assert r.finished
+    _, meta = load_weights(tmp_path / "p.safetensors")
+    assert meta.data["sources"] == ["petct"] and meta.data["n_train_slices"] == 20
+    assert [row["source"] for row in meta.data["subjects"]] == ["petct"]
+    with pytest.raises(InputError):      # same run folder, other data: refused, not mixed
+        train_pdunet("ct_x16", "pdunet", data=shared_data, steps=2, run_dir=tmp_path / "p",
+                     sources=["petct", "chest_cta"], **quiet)
+    with pytest.raises(InputError, match="unknown CT source"):
+        train_pdunet("ct_x16", "pdunet", data=shared_data, steps=1, sources=["lungs"],
+                     run_dir=tmp_path / "u", **quiet)
+    with pytest.raises(InputError, match="MRI"):
+        train_pdunet("mri_x16", "pdunet", data=shared_data, steps=1, sources=["petct"],
+                     run_dir=tmp_path / "m", **quiet)
