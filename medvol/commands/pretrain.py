@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from . import comma_list
+
 app = typer.Typer(help="Self-supervised pre-training of MONAI backbones on unlabelled volumes "
                        "(resumable checkpoints, safetensors export).", no_args_is_help=True)
 
@@ -70,7 +72,7 @@ def voco(
     if arch not in ("voco_cnn", "voco_swin"):
         raise InputError(f"--arch must be voco_cnn or voco_swin, got {arch!r}")
     check_shape(arch, settings)
-    s = pretrain_voco(data, sources=[v.strip() for v in sources.split(",") if v.strip()],
+    s = pretrain_voco(data, sources=comma_list(sources),
                       arch=arch, settings=settings, steps=steps, run_dir=run_dir,
                       time_limit_s=time_limit, export=output, overwrite=overwrite, seed=seed,
                       threads=threads)

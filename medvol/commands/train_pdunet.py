@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from . import comma_list
+
 
 def train_pdunet(
     data: Optional[Path] = typer.Option(None, "--data", help="Training-data root (default: "
@@ -57,7 +59,7 @@ def train_pdunet(
               run_dir=run_dir, time_limit_s=time_limit, threads=threads, export=export,
               overwrite=overwrite, init=init, noise_i0=noise_i0, p_noise=p_noise,
               ssim_weight=ssim_weight,
-              sources=[v.strip() for v in sources.split(",") if v.strip()] if sources else None,
+              sources=comma_list(sources) or None,
               progress=lambda s: typer.echo(s))
     typer.echo(f"{'finished' if res.finished else 'paused'} at step {res.steps_done}; "
                f"loss curve: {res.extra['loss_curve']}")

@@ -289,6 +289,8 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     if not (0.0 <= float(ssim_weight) <= 100.0):
         raise InputError(f"ssim_weight must be in [0, 100], got {ssim_weight}")
     torch.set_num_threads(int(threads))
+    if sources is not None:      # one order for the cohort, the run config and the metadata
+        sources = tuple(sorted(set(sources)))
     if images is not None:
         imgs = [np.asarray(im, dtype=np.float32) for im in images]
         if not imgs or any(im.shape != (t_task.image_size,) * 2 for im in imgs):
@@ -297,13 +299,13 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     else:
         from .pdunet_cohort import cohort_slices, ct_subjects, mri_subjects
 
-        if sources is not None and t_task.modality != "ct":
+        if t_task.modality == "ct":
+            subs = ct_subjects(data, size=t_task.image_size, split="train", sources=sources)
+        elif sources is not None:
             raise InputError(f"sources selects CT cohort sources; task {task} is MRI",
                              hint="leave --sources out for mri_x16")
-        subs = ct_subjects(data, size=t_task.image_size, split="train",
-                           sources=tuple(sources) if sources else None) \
-            if t_task.modality == "ct" else mri_subjects(data, size=t_task.image_size,
-                                                          split="train")
+        else:
+            subs = mri_subjects(data, size=t_task.image_size, split="train")
         imgs = cohort_slices(subs)
         split_rows = [s.row() for s in subs]
     scale = image_scale(imgs)
@@ -362,7 +364,7 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     if ssim_loss is not None:
         run_config["ssim_weight"] = w_ssim
     if sources:
-        run_config["sources"] = sorted(sources)
+        run_config["sources"] = list(sources)
     res = train_loop(run, model=model, optimizer=opt, scheduler=sched, step_fn=step_fn,
                      steps=int(steps), seed=int(seed), checkpoint_every=int(checkpoint_every),
                      time_limit_s=time_limit_s, log_every=int(log_every), grad_clip=1.0,
@@ -376,11 +378,15 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
     res.extra.update(image_scale=scale, loss_curve=str(curve), export=None)
     if export is not None and res.steps_done > 0:
         last = res.history[-min(len(res.history), int(log_every)):]
+        from .pdunet_cohort import CT_SOURCES
+
         save_weights(export, model.eval(), arch=arch, config=cfg, task=t_task.to_dict(),
                      data={"task": task, "split": "train", "n_train_slices": len(imgs),
-                           "read": list(t_task.data_needs) if images is None else "images",
+                           "read": "images" if images is not None else
+                           [CT_SOURCES[k] for k in sources] if sources else
+                           list(t_task.data_needs),
                            "subjects": split_rows,
-                           **({"sources": sorted(sources)} if sources else {})},
+                           **({"sources": list(sources)} if sources else {})},
                      metrics={"final_l1": float(np.mean([h.get("l1", h["loss"]) for h in last]))},
                      extra=dict(steps=res.steps_done, batch=int(batch), lr=float(lr),
                                 seed=int(seed), image_scale=scale, init=run_config["init"],

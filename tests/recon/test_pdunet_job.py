@@ -180,6 +180,7 @@ def test_sources_restrict_the_ct_training_cohort_and_are_recorded(tmp_path, shar
     _, meta = load_weights(tmp_path / "p.safetensors")
     assert meta.data["sources"] == ["petct"] and meta.data["n_train_slices"] == 20
     assert [row["source"] for row in meta.data["subjects"]] == ["petct"]
+    assert meta.data["read"] == ["ct/totalseg/petct_dicom"]       # what was read, not all sources
     with pytest.raises(InputError):      # same run folder, other data: refused, not mixed
         train_pdunet("ct_x16", "pdunet", data=shared_data, steps=2, run_dir=tmp_path / "p",
                      sources=["petct", "chest_cta"], **quiet)
