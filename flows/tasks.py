@@ -40,6 +40,7 @@ from typing import Any, Callable
 from prefect import task
 
 from medvol._atomic import atomic_dir, atomic_write_text
+from medvol._threads import set_threads  # re-exported: the flows pin threads per study
 from medvol.errors import MedvolError, OutputExistsError
 
 __all__ = [
@@ -221,23 +222,6 @@ def with_cache(t, cache_dir: str | os.PathLike):
 _STEP_OPTS = dict(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
                   retry_condition_fn=retry_on_transient, cache_key_fn=step_cache_key,
                   persist_result=True, result_serializer="json")
-
-
-def set_threads(threads: int | None) -> None:
-    """Pin torch and numba to ``threads`` CPU threads (None: leave as is).
-
-    The CPU projectors split work by thread count, so results are bit-identical only between
-    runs with the same count; the batch pipeline pins one per study by default.
-    """
-    if not threads:
-        return
-    import torch
-
-    torch.set_num_threads(int(threads))
-    with contextlib.suppress(Exception):
-        import numba
-
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
 
 
 # --------------------------------------------------------------------------- step bodies

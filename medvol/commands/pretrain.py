@@ -47,7 +47,7 @@ def voco(
                                  help="Checkpoint folder (rerun the same command to resume)."),
     time_limit: Optional[float] = typer.Option(None, help="Stop (checkpointed) after this many "
                                                "seconds; rerun to continue."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (torch and numba)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output file."),
     seed: int = typer.Option(0, help="Seed of crops, augmentation and initial weights."),
 ) -> None:

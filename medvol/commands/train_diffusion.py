@@ -23,7 +23,7 @@ def train_diffusion(
     seed: int = typer.Option(0, help="Seed of the weights and of the crop/noise stream."),
     time_limit: Optional[float] = typer.Option(None, help="Stop (checkpointed) after this many "
                                                "seconds."),
-    threads: int = typer.Option(1, help="torch threads."),
+    threads: int = typer.Option(1, help="CPU threads (torch and numba)."),
     export: Optional[Path] = typer.Option(None, help="Folder for diffusion_ct.safetensors, its "
                                           "loss curve and denoising metrics."),
 ) -> None:
@@ -31,11 +31,10 @@ def train_diffusion(
 
     Example: medvol train diffusion --data DATA_DIR --steps 4000 --export models/weights
     """
-    import torch
-
+    from .._threads import set_threads
     from ..recon.diffusion_data import train_diffusion as job
 
-    torch.set_num_threads(max(1, threads))
+    set_threads(max(1, threads))
     res = job(data, runs=runs, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed,
               time_limit_s=time_limit, export=export, progress=lambda s: typer.echo(s))
     typer.echo(f"{res.steps_done} steps ({'finished' if res.finished else 'stopped'}), "

@@ -31,7 +31,7 @@ def train_pdunet(
                                            ".cache/pdunet/<arch>_<task>); rerun to resume."),
     time_limit: Optional[float] = typer.Option(None, help="Stop (checkpointed) after this many "
                                                "seconds."),
-    threads: int = typer.Option(1, help="torch threads."),
+    threads: int = typer.Option(1, help="CPU threads of torch and of the numba projectors."),
     export: Optional[Path] = typer.Option(None, help="Write the weights here (.safetensors)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --export file."),
     init: Optional[str] = typer.Option(None, help="Start from these weights (shipped name or "

@@ -334,7 +334,9 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
 
         raise OutputExistsError("output weights exist", path=export, hint="pass --overwrite")
     if threads:
-        torch.set_num_threads(int(threads))
+        from .._threads import set_threads
+
+        set_threads(int(threads))
     vols, names = unlabelled_pool(data, sources, region=s.region)
     student, cfg = build_model(arch, model_config)
     pair = VoCoPair(student)

@@ -288,7 +288,9 @@ def train_pdunet(task: str = "ct_x16", arch: str = "pdunet", *,
         raise InputError(f"steps and batch must be >= 1 (got {steps}, {batch})")
     if not (0.0 <= float(ssim_weight) <= 100.0):
         raise InputError(f"ssim_weight must be in [0, 100], got {ssim_weight}")
-    torch.set_num_threads(int(threads))
+    from .._threads import set_threads
+
+    set_threads(int(threads))     # torch and the numba projector that re-simulates the sinograms
     if sources is not None:      # one order for the cohort, the run config and the metadata
         sources = tuple(sorted(set(sources)))
     if images is not None:
