@@ -520,7 +520,9 @@ def main(argv=None) -> int:
                     help="training/test data root (default ../shared/data)")
     a = ap.parse_args(argv)
     import torch
-    torch.set_num_threads(a.threads)
+    from medvol._threads import set_threads
+
+    set_threads(a.threads)          # torch and the numba projectors of the classical methods
     runs = [(t, None) for t in a.tasks]
     if a.noise and "ct_x16" in a.tasks:
         runs.append(("ct_x16", a.noise))

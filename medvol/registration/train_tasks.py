@@ -1,4 +1,4 @@
-"""Training of MICDIR and VoxelMorph on the issue-15 data sets (``hippocampus``, ``synth``).
+"""Training of MICDIR and VoxelMorph on the issue-15 data sets (``hippocampus``, ``ixi``, ``synth``).
 
 :func:`train_task` trains (or resumes) one run per model in ``<runs>/<task>_<model>`` through
 the one training loop (:func:`medvol.learned.train_loop`), advancing the runs in lockstep so
@@ -11,11 +11,17 @@ Dice loss (:func:`medvol.registration.datasets.dice_loss` on the warped one-hot 
 ``hippocampus``
     real inter-patient pairs of training subjects (:class:`~.datasets.HippocampusPairs`);
     global NCC (weight 1.2, half-res 0.5) + smoothness + SCG + ``w_dice`` × Dice (default 1).
+``ixi``
+    every ordered pair of the 7 IXI training subjects, affinely pre-aligned and on the intramodal
+    model grid exactly as at inference (:func:`~.datasets.ixi_training_pairs`, cached in the
+    runs folder), random left-right flips (:class:`~.datasets.IXIPairs`); NCC as
+    ``hippocampus`` + ``w_dice`` × Dice over 32 parcellation labels drawn per step. Meant to
+    start from the ``intra`` weights (``--init intra``).
 ``synth``
     SynthMorph-style synthetic pairs from label maps (:class:`~.datasets.LabelMapSynth`); the
     network never sees a real image. Image similarity off (weights 0, as in SynthMorph);
     ``w_dice`` × Dice (default 1) + smoothness + SCG. Used for intermodal registration
-    (contrast-agnostic) and for IXI.
+    (contrast-agnostic).
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ __all__ = ["TASKS", "train_task", "task_meta"]
 TASKS = {
     "hippocampus": {"w_ncc": 1.2, "w_ncc_half": 0.5, "w_dice": 1.0, "modality": "intra",
                     "similarity": "ncc"},
+    "ixi": {"w_ncc": 1.2, "w_ncc_half": 0.5, "w_dice": 1.0, "modality": "intra",
+            "similarity": "ncc"},
     "synth": {"w_ncc": 0.0, "w_ncc_half": 0.0, "w_dice": 1.0, "modality": "inter",
               "similarity": "dice (label maps)"},
 }
@@ -39,13 +47,18 @@ TASKS = {
 
 def task_meta(task: str) -> dict:
     """The ``task`` metadata of exported weights (model grid, modality, similarity)."""
-    from .datasets import HIPPO_CROP, HIPPO_OFFSET, SYNTH_GRID, SYNTH_SPACING
+    from .datasets import (HIPPO_CROP, HIPPO_OFFSET, IXI_GRID, IXI_SPACING, SYNTH_GRID,
+                           SYNTH_SPACING)
 
     t = TASKS[task]
     if task == "hippocampus":
         return {"dataset": "hippocampus", "modality": "intra", "similarity": t["similarity"],
                 "grid_shape": list(HIPPO_CROP), "grid_spacing_mm": 1.0,
                 "box_offset_in_64": list(HIPPO_OFFSET)}
+    if task == "ixi":
+        return {"dataset": "ixi10", "modality": "intra", "similarity": t["similarity"],
+                "grid_shape": list(IXI_GRID), "grid_spacing_mm": IXI_SPACING,
+                "prealign": "affine (SimpleITK, correlation)"}
     return {"dataset": "synthseg_label_maps", "modality": "inter", "similarity": t["similarity"],
             "grid_shape": list(SYNTH_GRID), "grid_spacing_mm": SYNTH_SPACING}
 
@@ -79,10 +92,15 @@ class _Run:
 
 
 def _sampler(task, data, seed, cache_dir):
-    from .datasets import HippocampusPairs, LabelMapSynth, load_hippocampus, load_label_maps
+    from .datasets import (IXI_DICE_LABELS, HippocampusPairs, IXIPairs, LabelMapSynth,
+                           ixi_training_pairs, load_hippocampus, load_label_maps)
 
     if task == "hippocampus":
         return HippocampusPairs(load_hippocampus(data, "train"), seed=seed), 3
+    if task == "ixi":
+        pairs = ixi_training_pairs(data, cache=Path(cache_dir) / "ixi_train_pairs.npz",
+                                   progress=lambda m: print(m, flush=True))
+        return IXIPairs(pairs, seed=seed), IXI_DICE_LABELS + 1
     maps = load_label_maps(data, "train", cache=Path(cache_dir) / "synth_train_maps.npy")
     s = LabelMapSynth(maps, seed=seed)
     return s, s.n_groups
@@ -106,7 +124,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                init: str | None = None, lr_drop: int | None = None, latent_samples: int = 8,
                lr_drop_factor: float = 0.2,
                progress: bool | Callable[[str], None] = True) -> dict:
-    """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``synth``) in lockstep.
+    """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``ixi`` | ``synth``) in lockstep.
 
     ``w_dice``: weight of the label-supervised Dice loss (``None``: the task's default; 0 gives
     the plain unsupervised objective for ``hippocampus``). ``time_limit_s``: stop (all runs at
@@ -190,7 +208,8 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             net.eval()
             from .datasets import splits
 
-            sp = splits()["hippocampus" if task == "hippocampus" else "synthseg_label_maps"]
+            sp = splits()[{"hippocampus": "hippocampus", "ixi": "ixi10"}.get(task,
+                                                                          "synthseg_label_maps")]
             p = Path(export) / f"{j.name}_{task}.safetensors"
             Path(export).mkdir(parents=True, exist_ok=True)
             save_weights(p, net, arch=j.name, config=net.config, task=task_meta(task),

@@ -61,3 +61,36 @@ def test_bad_lr_drop_is_one_clear_error(drop, factor, tmp_path):
     with pytest.raises(InputError, match="lr_drop"):
         T.train_task("hippocampus", data=tmp_path, steps=1, runs=tmp_path, lr_drop=drop,
                      lr_drop_factor=factor, progress=False)
+
+
+def test_ixi_pairs_draw_labels_renumbered_and_flip_images_with_labels():
+    """IXIPairs: K labels present in the fixed map are renumbered 1..K (others 0), the same ids in
+    fixed and moving; a left-right flip moves images and labels together."""
+    from medvol.registration.datasets import IXIPairs
+
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 60, (1, 4, 5, 6)).astype(np.int16)     # 59 foreground ids + background
+    img = (lab.astype(np.float32) / 60.0)                          # image = a function of its label
+    pairs = {"fixed": img, "moving": img.copy(), "fixed_labels": lab, "moving_labels": lab.copy()}
+    s = IXIPairs(pairs, seed=3, n_labels=8, p_flip=0.5)
+    flips = 0
+    for _ in range(20):
+        f, m, lf, lm = s.sample(1)
+        assert f.shape == (1, 1, 4, 5, 6) and lf.dtype == torch.int64
+        assert sorted(torch.unique(lf).tolist()) == list(range(9))   # background + 1..8
+        assert torch.equal(lf, lm)                                    # same renumbering
+        # every kept label still sits where the image says it is (flip applied to both)
+        orig = torch.from_numpy(lab[0].astype(np.int64))
+        flipped = not torch.equal(f[0, 0], torch.from_numpy(img[0]))
+        flips += flipped
+        ref = orig.flip(-1) if flipped else orig
+        for k in range(1, 9):
+            ids = torch.unique(ref[lf[0, 0] == k])
+            assert ids.numel() == 1 and ids.item() > 0
+    assert 0 < flips < 20
+
+
+def test_ixi_task_metadata_is_the_intramodal_grid():
+    meta = T.task_meta("ixi")
+    assert meta["grid_shape"] == [64, 80, 64] and meta["grid_spacing_mm"] == 2.5
+    assert meta["dataset"] == "ixi10" and meta["modality"] == "intra"
