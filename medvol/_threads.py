@@ -24,8 +24,11 @@ def set_threads(threads: int | None) -> None:
         return
     import torch
 
-    torch.set_num_threads(int(threads))
+    # numba first: launching its OpenMP threading layer resets the process's OpenMP thread
+    # count, which torch reads (measured: OMP_NUM_THREADS=1, torch at 1, first numba launch ->
+    # torch at 2). Setting torch afterwards makes the torch count stick.
     with contextlib.suppress(Exception):   # numba missing or its threading layer unavailable
         import numba
 
         numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(int(threads))

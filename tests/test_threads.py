@@ -1,4 +1,5 @@
 """medvol._threads.set_threads pins torch AND the numba kernels (a subprocess: both are global)."""
+import os
 import subprocess
 import sys
 
@@ -7,21 +8,25 @@ import pytest
 CODE = r"""
 import numba, torch
 from medvol._threads import set_threads
+numba.get_num_threads()        # launch numba's threading layer first: with OpenMP it resets torch's count
 n0 = (torch.get_num_threads(), numba.get_num_threads())
 set_threads(None)
 assert (torch.get_num_threads(), numba.get_num_threads()) == n0, "None must leave both alone"
 set_threads(1)
 assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+set_threads(2)
+assert torch.get_num_threads() == 2 and numba.get_num_threads() == 2
 set_threads(10_000)            # above numba's start-up count: capped there, torch takes it
 assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 print("ok")
 """
 
 
-def test_set_threads_pins_torch_and_numba():
+@pytest.mark.parametrize("omp", ["1", "2"])   # CI runs with OMP_NUM_THREADS=1
+def test_set_threads_pins_torch_and_numba(omp):
     pytest.importorskip("numba")
     r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "NUMBA_NUM_THREADS": "2"})
+                       env={**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": omp})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
