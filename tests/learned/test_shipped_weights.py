@@ -6,7 +6,7 @@ PD-UNet loader with ``TomoOperator``; ``medvol.registration.learned.load_model``
 98515b5 on fixed inputs (a Shepp–Logan slice through the task's sparse geometry; two Gaussian
 blobs on the weights' registration grid): sum, absolute sum and seven values of each output.
 The ``pdunet_ct_x16`` / ``lpd_ct_x16`` entries were regenerated when those weights were retrained
-on many patients (issue 14; ``pdunet_ct_x16`` again after its third and fifth stages), the
+on many patients (issue 14; ``pdunet_ct_x16`` again after its third, fifth and sixth stages), the
 ``pdunet_mri_x16`` / ``lpd_mri_x16`` entries when those were retrained on many subjects, and
 the ``*_hippocampus`` / ``*_synth`` entries were made when those weights were first shipped
 (issue 15); they pin the new files the same way.

@@ -29,7 +29,7 @@ nrrd = pytest.importorskip("nrrd")
 SSIM_TOL, PSNR_TOL = 0.02, 0.5
 #: name -> (pinned mean SSIM, pinned mean PSNR dB); model card values in the comments
 PINNED = {
-    "pdunet_ct_x16": (0.9716, 35.31),   # many-patient weights (stage 5); head CT never trained on
+    "pdunet_ct_x16": (0.9740, 35.63),   # many-patient weights (stage 6); head CT never trained on
     "lpd_ct_x16": (0.8846, 26.51),      # many-patient weights (600 steps)
     "pdunet_mri_x16": (0.9032, 28.52),  # many-subject weights (IXI train + stroke)
     "lpd_mri_x16": (0.8803, 27.60),     # many-subject weights
