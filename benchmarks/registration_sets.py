@@ -288,7 +288,8 @@ def main(argv=None, *, paired_ci=None):
     ap.add_argument("--weights", default=None, help="folder with <method>_<task>.safetensors")
     ap.add_argument("--task", default=None,
                     help="learned weights <method>_<task> (default: hippocampus for hippocampus, "
-                         "synth for ixi/intermodal; the shipped intra/inter weights also work)")
+                         "ixi for ixi, synth for intermodal; the shipped intra/inter weights "
+                         "also work)")
     ap.add_argument("--json", default=None, help="write the per-pair values here")
     a = ap.parse_args(argv)
     fast = [int(n) for n in str(a.refine_fast).split(",") if int(n) > 0]
@@ -315,7 +316,7 @@ def main(argv=None, *, paired_ci=None):
     # 1 thread by default: 2 OpenMP threads on an oversubscribed 2-core CPU stall badly
     torch.set_num_threads(int(os.environ.get("MEDVOL_BENCH_THREADS", "1")))
     methods = a.methods.split(",")
-    tasks = {"hippocampus": "hippocampus", "ixi": "synth", "intermodal": "synth"}
+    tasks = {"hippocampus": "hippocampus", "ixi": "ixi", "intermodal": "synth"}
     task = a.task or tasks[a.dataset]
     wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
     fns, extra = {}, None

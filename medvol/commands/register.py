@@ -50,7 +50,7 @@ def register(
                                               "hippocampus; 0: all at half "
                                               "resolution, about 10x cheaper per step)."),
     task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
-                                       "<method>_<task> (intra, inter, hippocampus, synth); "
+                                       "<method>_<task> (intra, inter, hippocampus, ixi, synth); "
                                        "default: the modality's."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Progress bars (levels, iterations, ETA) on a "

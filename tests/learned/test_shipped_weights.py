@@ -8,8 +8,8 @@ blobs on the weights' registration grid): sum, absolute sum and seven values of 
 The ``pdunet_ct_x16`` / ``lpd_ct_x16`` entries were regenerated when those weights were retrained
 on many patients (issue 14; ``pdunet_ct_x16`` again after its third, fifth and sixth stages), the
 ``pdunet_mri_x16`` / ``lpd_mri_x16`` entries when those were retrained on many subjects, and
-the ``*_hippocampus`` / ``*_synth`` entries were made when those weights were first shipped
-(issue 15); they pin the new files the same way.
+the ``*_hippocampus`` / ``*_synth`` / ``*_ixi`` entries were made when those weights were first
+shipped (issue 15); they pin the new files the same way.
 """
 from __future__ import annotations
 
@@ -105,9 +105,10 @@ def test_registration_shipped_outputs_unchanged(name):
     arch, task = name.split("_", 1)
     model, info = load_weights(shipped_weights(name), arch=arch)
     grid = {"intra": [64, 80, 64], "inter": [64, 80, 64], "hippocampus": [32, 48, 48],
-            "synth": [48, 64, 48]}[task]
+            "ixi": [64, 80, 64], "synth": [48, 64, 48]}[task]
     assert info.task["grid_shape"] == grid
-    assert info.task["modality"] == {"hippocampus": "intra", "synth": "inter"}.get(task, task)
+    assert info.task["modality"] == {"hippocampus": "intra", "ixi": "intra",
+                                     "synth": "inter"}.get(task, task)
     f, m = _blobs(tuple(grid))
     ddf, _ = run_net(model, f, m)
     # MICDIR's warp and velocity integration now run MONAI's Warp / DVF2DDF: float32 rounding
