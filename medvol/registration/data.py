@@ -98,14 +98,19 @@ def model_grid(centre_lps, direction=None, shape=GRID_SHAPE, spacing: float = GR
     return Volume(np.zeros(shape, np.float32), spacing=tuple(sp), origin=tuple(origin), direction=d)
 
 
-def resample_to(vol: Volume, grid: Volume, *, interp: str = "linear", default: float = 0.0) -> np.ndarray:
-    """Resample ``vol`` onto ``grid`` in physical (LPS) space with SimpleITK; returns ``(z, y, x)``."""
+def resample_to(vol: Volume, grid: Volume, *, interp: str = "linear", default: float = 0.0,
+                transform=None) -> np.ndarray:
+    """Resample ``vol`` onto ``grid`` in physical (LPS) space with SimpleITK; returns ``(z, y, x)``.
+
+    ``transform``: a SimpleITK resampling transform (grid point → ``vol`` point), e.g. an affine
+    pre-alignment; default identity."""
     import SimpleITK as sitk
 
     img = vol.with_array(np.asarray(vol.array, dtype=np.float32)).to_sitk()
     ref = grid.to_sitk()
     it = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interp]
-    out = sitk.Resample(img, ref, sitk.Transform(), it, float(default), sitk.sitkFloat32)
+    tx = sitk.Transform() if transform is None else transform
+    out = sitk.Resample(img, ref, tx, it, float(default), sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out)
 
 

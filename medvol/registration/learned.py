@@ -113,8 +113,6 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     """
     import time
 
-    import SimpleITK as sitk
-
     from ..io.formats import voxel_ddf_to_lps_mm
     from .classical import affine_transform, transform_to_field
     from .data import normalize_intensity, resample_to
@@ -131,12 +129,7 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
         aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi",
                                seed=seed)
     f = resample_to(fixed, grid)
-    if aff is None:
-        m = resample_to(moving, grid)
-    else:
-        img = moving.with_array(np.asarray(moving.array, np.float32)).to_sitk()
-        m = sitk.GetArrayFromImage(sitk.Resample(img, grid.to_sitk(), aff, sitk.sitkLinear, 0.0,
-                                                 sitk.sitkFloat32))
+    m = resample_to(moving, grid, transform=aff)
     fn, mn = normalize_intensity(f), normalize_intensity(m)
     if refine and int(refine) > 0:
         from .refine import refine_arrays
