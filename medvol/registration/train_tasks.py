@@ -208,11 +208,11 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             net.eval()
             from .datasets import splits
 
-            sp = splits()[{"hippocampus": "hippocampus", "ixi": "ixi10"}.get(task,
-                                                                          "synthseg_label_maps")]
+            meta = task_meta(task)
+            sp = splits()[meta["dataset"]]          # the split file is keyed by data set
             p = Path(export) / f"{j.name}_{task}.safetensors"
             Path(export).mkdir(parents=True, exist_ok=True)
-            save_weights(p, net, arch=j.name, config=net.config, task=task_meta(task),
+            save_weights(p, net, arch=j.name, config=net.config, task=meta,
                          data={"dataset": task, "train_subjects": sp["train"],
                                "split_file": "medvol/registration/splits.json"},
                          extra={"train": {"steps": steps_done, "seed": seed,
