@@ -27,6 +27,12 @@ Metrics per slice, averaged per patient; tables give mean ± std **over patients
 ``1000·RMSE(μ)/μ_water``), seconds per slice (each slice alone, same thread count for all
 methods). Reconstructions are clipped at 0. Paired per-patient wins and Wilcoxon p-values compare
 PD-UNet with TV, LPD, and LPD with FBP.
+
+``PD-UNet + TV`` (CT): the network followed by ``refine`` TV-PDHG iterations from its output
+(:func:`medvol.recon.pdunet.refine_tv`, the default of ``medvol recon --method pdunet``). Its
+λ and iteration count come from ``--tune-refine`` on 16 **training** slices (8 TCGA-LUAD
+patients, 4 synthetic heads, 2 chest-CTA and 2 PET/CT slices): among λ ∈ {0.03, 0.1, 0.3} and
+≤ 20 iterations, the highest mean PSNR whose mean SSIM is not below the network's.
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ TV_ITERS = (100, 200, 300, 500)
 SIRT_ITERS = (25, 50, 100, 200, 400)
 CGLS_ITERS = (3, 5, 8, 12, 20, 30)
 LEARNED = (("LPD", "lpd"), ("PD-UNet", "pdunet"))
+REFINED = "PD-UNet + TV"      # the network, then medvol.recon.pdunet.refine_tv (recon's default)
+REFINE_LAMS = (0.03, 0.1, 0.3)
+REFINE_ITERS = (5, 10, 15, 20)  # ≤ 20: the speed budget (≈ the network's own time again)
 
 
 def _stats(v, fmt="{:.4f}"):
@@ -203,6 +212,68 @@ def tune(task_name: str, data: Path, noise_i0: float | None = None, *, lams=TV_L
     return out
 
 
+def _refine_slices(data) -> list[tuple[str, np.ndarray]]:
+    """16 CT training slices for ``--tune-refine``: the middle slice of 8 TCGA-LUAD and 4
+    synthetic-head training subjects, 2 seeded slices each of the chest CTA and the PET/CT."""
+    from medvol.recon.pdunet_cohort import ct_subjects
+
+    by: dict[str, list] = {}
+    for s in ct_subjects(data, split="train"):
+        by.setdefault(s.source, []).append(s)
+    rng = np.random.default_rng(5)
+    out = []
+    for src, q in (("tcga_luad", 8), ("synth_head", 4), ("chest_cta", 2), ("petct", 2)):
+        subs = by.get(src, [])
+        for s in (subs[:q] if len(subs) >= q else subs):
+            n = len(s.slices)
+            ks = [n // 2] if len(subs) >= q else rng.choice(n, size=min(q, n), replace=False)
+            out += [(src, s.slices[int(k)]) for k in ks]
+    return out
+
+
+def tune_refine(data: Path, weights_dir: Path | None = None, *, lams=REFINE_LAMS,
+                iters=REFINE_ITERS) -> dict:
+    """The TV refinement's λ and iterations on training slices (rule in the module doc)."""
+    import torch
+
+    from medvol.learned.weights import load_weights
+    from medvol.recon.iterative import tv_pdhg
+    from medvol.recon.registry import tv_lambda
+
+    prob = _Problem("ct_x16")
+    model = load_weights(_weights(weights_dir, "pdunet_ct_x16"), arch="pdunet")[0].eval()
+    base, grid = [], {f"{lam}@{n}": [] for lam in lams for n in iters}
+    for i, (_, gt) in enumerate(_refine_slices(data)):
+        y, _ = prob.simulate(gt, 1000 + i)
+        yt = torch.from_numpy(y)
+        with torch.inference_mode():
+            x0 = model(yt[None], prob.op)[0]
+            base.append((_ssim(x0.numpy(), gt), _psnr(x0.numpy(), gt)))
+            for lam in lams:        # one run per λ (refine_tv's solver), scored at every count
+                def cb(it, x, g=gt, lam=lam):
+                    if it in iters:
+                        grid[f"{lam}@{it}"].append((_ssim(np.asarray(x), g),
+                                                    _psnr(np.asarray(x), g)))
+                tv_pdhg(prob.op, yt, lam=tv_lambda(lam, prob.op.fbp(yt)), n_iter=max(iters),
+                        nonneg=True, x0=x0, progress=False, op_norm=prob.op_norm, callback=cb)
+    b = np.mean(base, axis=0)
+    res = {"n_slices": len(base), "network": {"ssim": float(b[0]), "psnr": float(b[1])},
+           "grid": {k: {"ssim": float(np.mean([v[0] for v in g])),
+                        "psnr": float(np.mean([v[1] for v in g]))} for k, g in grid.items()}}
+    ok = [(v["psnr"], k) for k, v in res["grid"].items() if v["ssim"] >= b[0]]
+    if not ok:
+        res.update(refine_lam=0.1, refine_iters=0)
+    else:
+        k = max(ok)[1]
+        res["refine_lam"], res["refine_iters"] = float(k.split("@")[0]), int(k.split("@")[1])
+    for k, v in res["grid"].items():
+        print(f"  refine {k}: SSIM {v['ssim']:.4f} ({v['ssim'] - b[0]:+.4f}), PSNR "
+              f"{v['psnr']:.2f} ({v['psnr'] - b[1]:+.2f} dB)", flush=True)
+    print(f"  network alone: SSIM {b[0]:.4f}, PSNR {b[1]:.2f}; chosen lam "
+          f"{res['refine_lam']}, {res['refine_iters']} it.", flush=True)
+    return res
+
+
 def _key(task_name, noise_i0):
     return task_name if not noise_i0 else f"{task_name}@I0={noise_i0:g}"
 
@@ -230,8 +301,16 @@ def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path 
         else:
             print(f"  (no weights {p}; skipping {label})")
     names = prob.methods() + list(models)
-    ckey = json.dumps([task_name, noise_i0, {k: v for k, v in params.items() if k != "grid"}],
-                      sort_keys=True)
+    refine = None
+    if prob.task.modality == "ct" and "PD-UNet" in models:
+        from medvol.recon.pdunet import default_refine, refine_tv
+
+        refine = default_refine("pdunet_ct_x16")       # what medvol recon runs by default
+        if refine[0]:
+            names.append(REFINED)
+            models[REFINED] = None
+    ckey = json.dumps([task_name, noise_i0, {k: v for k, v in params.items()
+                                             if k not in ("grid", "refine")}], sort_keys=True)
     cached = {}
     if cache is not None and cache.exists():
         cached = json.loads(cache.read_text())
@@ -245,9 +324,17 @@ def evaluate(task_name: str, weights_dir: Path | None, params: dict, data: Path 
                     rows.append(done[(sub.key, k, name)])
                     continue
                 t0 = time.perf_counter()
-                if name in models:
+                if name == REFINED:       # PD-UNet's output (timed above) + the refinement
                     with torch.inference_mode():
-                        rec = models[name](torch.from_numpy(y[None]), prob.op)[0].numpy()
+                        rec = refine_tv(prob.op, torch.from_numpy(y), pd_out, n_iter=refine[0],
+                                        lam=refine[1]).numpy()
+                    t0 -= pd_seconds
+                elif name in models:
+                    with torch.inference_mode():
+                        out_t = models[name](torch.from_numpy(y[None]), prob.op)[0]
+                    rec = out_t.numpy()
+                    if name == "PD-UNet":
+                        pd_out, pd_seconds = out_t, time.perf_counter() - t0
                 else:
                     rec = np.asarray(prob.classical(name, y, raw, params))
                 dt = time.perf_counter() - t0
@@ -283,7 +370,10 @@ def speed_pair(task_name: str, params: dict, weights_dir: Path | None, data: Pat
     model = load_weights(p, arch="pdunet")[0].eval()
     subs = (ct_subjects if prob.task.modality == "ct" else mri_subjects)(data, split="test")
     slices = [s.slices[0] for s in subs][:n]
-    t_tv, t_pd = [], []
+    from medvol.recon.pdunet import default_refine, refine_tv
+
+    n_ref, lam_ref = default_refine(f"pdunet_{task_name}")
+    t_tv, t_pd, t_ref = [], [], []
     for gt in slices:
         y, raw = prob.simulate(gt, 0)
         t0 = time.perf_counter()
@@ -291,12 +381,20 @@ def speed_pair(task_name: str, params: dict, weights_dir: Path | None, data: Pat
         t_tv.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            model(torch.from_numpy(y[None]), prob.op)
+            x0 = model(torch.from_numpy(y[None]), prob.op)[0]
         t_pd.append(time.perf_counter() - t0)
+        if n_ref:
+            refine_tv(prob.op, torch.from_numpy(y), x0, n_iter=n_ref, lam=lam_ref)
+            t_ref.append(time.perf_counter() - t0)
     tv, pd = float(np.median(t_tv)), float(np.median(t_pd))
-    return (f"- interleaved timing ({len(slices)} slices, {torch.get_num_threads()} threads): "
-            f"TV (lam {params['tv_lam']:g}, {params['tv_iters']} it.) median {tv:.2f} s/slice, "
-            f"PD-UNet {pd:.3f} s/slice → PD-UNet is **{tv / pd:.0f}× faster**")
+    txt = (f"- interleaved timing ({len(slices)} slices, {torch.get_num_threads()} threads): "
+           f"TV (lam {params['tv_lam']:g}, {params['tv_iters']} it.) median {tv:.2f} s/slice, "
+           f"PD-UNet {pd:.3f} s/slice → PD-UNet is **{tv / pd:.0f}× faster**")
+    if t_ref:
+        rf = float(np.median(t_ref))
+        txt += (f"; {REFINED} ({n_ref} it.) {rf:.3f} s/slice → **{tv / rf:.0f}× faster** "
+                "than TV")
+    return txt
 
 
 def _per_subject(rows, method, metric, region=None):
@@ -341,6 +439,11 @@ def table(res: dict, region: str | None = None) -> str:
             label = f"SIRT ({p['sirt_iters']} it.)"
         elif m == "CGLS":
             label = f"CGLS ({p['cgls_iters']} it.)"
+        elif m == REFINED:
+            from medvol.recon.pdunet import default_refine
+
+            n, lr = default_refine("pdunet_ct_x16")
+            label = f"PD-UNet + TV (lam {lr:g}, {n} it.)"
         cells = [label, _stats(_per_subject(rows, m, "ssim", region)[1]),
                  _stats(_per_subject(rows, m, "psnr", region)[1], "{:.2f}")]
         if ct:
@@ -348,8 +451,8 @@ def table(res: dict, region: str | None = None) -> str:
         cells.append(f"{np.mean(_per_subject(rows, m, 'seconds', region)[1]):.3f}")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
-    for a, b in (("PD-UNet", "TV"), ("PD-UNet", "LPD"), ("LPD", "FBP (Hann)"),
-                 ("LPD", "gridding")):
+    for a, b in (("PD-UNet", "TV"), (REFINED, "TV"), (REFINED, "PD-UNet"), ("PD-UNet", "LPD"),
+                 ("LPD", "FBP (Hann)"), ("LPD", "gridding")):
         if a not in res["methods"] or b not in res["methods"]:
             continue
         ds, ps = _paired(rows, a, b, "ssim", region)
@@ -357,10 +460,11 @@ def table(res: dict, region: str | None = None) -> str:
         out.append(f"- {a} − {b}: ΔSSIM {ds.mean():+.4f} (patients won {int((ds > 0).sum())}/"
                    f"{ds.size}, Wilcoxon p = {ps:.2g}); ΔPSNR {dp.mean():+.2f} dB (won "
                    f"{int((dp > 0).sum())}/{dp.size}, p = {pp:.2g})")
-    if "PD-UNet" in res["methods"] and "TV" in res["methods"]:
-        tv = np.mean(_per_subject(rows, "TV", "seconds", region)[1])
-        pd = np.mean(_per_subject(rows, "PD-UNet", "seconds", region)[1])
-        out.append(f"- time per slice: TV / PD-UNet = {tv / pd:.1f}×")
+    for m in ("PD-UNet", REFINED):
+        if m in res["methods"] and "TV" in res["methods"]:
+            tv = np.mean(_per_subject(rows, "TV", "seconds", region)[1])
+            pd = np.mean(_per_subject(rows, m, "seconds", region)[1])
+            out.append(f"- time per slice: TV / {m} = {tv / pd:.1f}×")
     return "\n".join(out)
 
 
@@ -512,7 +616,10 @@ def main(argv=None) -> int:
                     help="TV iteration counts of --tune")
     ap.add_argument("--tune-slices", type=int, default=8,
                     help="training slices (one per training subject) of --tune")
-    ap.add_argument("--no-eval", action="store_true", help="only --tune")
+    ap.add_argument("--tune-refine", action="store_true",
+                    help="choose the PD-UNet + TV refinement (λ, iterations) on training "
+                         f"patients and write it to {PARAMS.name} (ct_x16 → refine)")
+    ap.add_argument("--no-eval", action="store_true", help="only --tune / --tune-refine")
     ap.add_argument("--noise-only", action="store_true", help="only the --noise CT run")
     ap.add_argument("--cache", type=Path, default=None,
                     help="JSON cache of the classical methods' per-slice results")
@@ -550,6 +657,16 @@ def main(argv=None) -> int:
             params[_key(t, i0)] = res
             PARAMS.write_text(json.dumps(params, indent=1) + "\n")
             print(f"wrote {_key(t, i0)} to {PARAMS}", flush=True)
+    if a.tune_refine:
+        from medvol.recon.pdunet import default_refine
+
+        res = tune_refine(a.data, a.weights_dir)
+        params = json.loads(PARAMS.read_text()) if PARAMS.exists() else {}
+        params.setdefault("ct_x16", {})["refine"] = res
+        PARAMS.write_text(json.dumps(params, indent=1) + "\n")
+        shipped = default_refine("pdunet_ct_x16")
+        if (res["refine_iters"], res["refine_lam"]) != shipped:
+            print(f"  NOTE: medvol's default refinement is {shipped}; the tables use it")
     if a.no_eval:
         return 0
     out = {"quality": []}

@@ -61,7 +61,11 @@ def recon(
     filter: str = typer.Option("hann", help="FBP filter: ram-lak | shepp-logan | cosine | hann."),
     n_iter: Optional[int] = typer.Option(None, help="Iterations (default: sirt 200, cgls 30, tv 300; "
                                          "dds: DDIM steps, 50; mbir: PC steps, 100)."),
-    lam: Optional[float] = typer.Option(None, help="TV weight relative to the data scale (default 0.02)."),
+    lam: Optional[float] = typer.Option(None, help="TV weight relative to the data scale (default "
+                                        "0.02; pdunet: the refinement's, default 0.1)."),
+    refine: Optional[int] = typer.Option(None, min=0, help="pdunet: TV iterations run from the "
+                                         "network's output (default 20 for pdunet_ct_x16, 0 for "
+                                         "the other weights; 0 = the network alone)."),
     noise_i0: Optional[float] = typer.Option(None, "--noise-i0", help="Photons/ray for Poisson noise."),
     slices: Optional[str] = typer.Option(None, help="Axial slices START:STOP[:STEP] (volume input)."),
     downsample: int = typer.Option(1, help="In-plane block averaging before simulation."),
@@ -127,7 +131,8 @@ def recon(
                         angles=angles, angle_rows=_span(angle_rows, "--angle-rows"),
                         flats=flats, darks=darks, cor=_cor(cor), pixel_size=pixel_size,
                         rows=_span(rows, "--rows"), backend=backend, device=device, seed=seed,
-                        overwrite=overwrite, progress=progress, metric_window=window)
+                        overwrite=overwrite, progress=progress, metric_window=window,
+                        refine=refine)
     rec = res.record
     from .._text import escape_markup
 

@@ -51,6 +51,12 @@ class ReconResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+def _refine_kw(spec, refine: int | None, lam: float | None) -> dict:
+    """``refine`` / ``refine_lam`` for a method that refines (``pdunet``: ``--lam`` is the
+    refinement's relative λ there); ``{}`` otherwise."""
+    return dict(refine=refine, refine_lam=lam) if spec.refines else {}
+
+
 def _fbp_scaled_lambda(A, y, method: str, lam: float | None, filter: str) -> float | None:
     """TV weight for real data (no reference): the rule of :func:`tv_lambda` on the FBP image."""
     if not get_method(method).uses_lambda:
@@ -66,7 +72,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
                             slices: str | slice | int | None = None, downsample: int = 1,
                             backend: str = "auto", device: str | None = None,
                             progress: bool = False, weights: str | None = None,
-                            metric_window=None) -> ReconResult:
+                            metric_window=None, refine: int | None = None) -> ReconResult:
     """Simulate sparse-view data from a reference volume, reconstruct, and score it.
 
     Parameters
@@ -82,7 +88,10 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     method, filter, n_iter : a registered method (:func:`medvol.recon.available_methods`) and
         its options.
     lam : TV weight in units of the normalised problem (default 0.02); the solver gets
-        :func:`~medvol.recon.registry.tv_lambda` of it and the reference image.
+        :func:`~medvol.recon.registry.tv_lambda` of it and the reference image. For ``pdunet``
+        it is the relative λ of the TV refinement (default 0.1, scaled by the data's FBP).
+    refine : ``pdunet`` only: TV iterations run from the network's output (None: the weights'
+        default, :func:`medvol.recon.pdunet.default_refine`; 0: the network alone).
     I0 : float, optional
         Photons per ray for Poisson noise (None: noiseless).
     slices : ``slice`` or ``"START:STOP[:STEP]"`` subset of axial slices; ``downsample``
@@ -131,7 +140,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
     lam_eff = tv_lambda(lam, x_true)      # the truth is known: scale from the reference
     t0 = time.perf_counter()
     x = reconstruct(A, y, method, filter=filter, n_iter=n_iter, lam=lam_eff, progress=progress,
-                    weights=weights)
+                    weights=weights, **_refine_kw(spec, refine, lam))
     record["seconds_reconstruct"] = round(time.perf_counter() - t0, 3)
     if spec.learned:
         record["weights"] = weights or spec.default_weights
@@ -155,7 +164,7 @@ def reconstruct_from_volume(vol: Volume, *, geometry: str = "fan", views: int = 
                                           window=metric_window))
     record["resolved"] = resolved_params(method, filter=filter, n_iter=n_iter, lam=lam,
                                          lam_solver=lam_eff if spec.uses_lambda else None,
-                                         weights=weights)
+                                         weights=weights, **_refine_kw(spec, refine, lam))
     return ReconResult(volume=out, reference=ref, baseline=baseline, record=record)
 
 
@@ -349,10 +358,12 @@ def reconstruct_projections(path, *, flats=None, darks=None, angles=None,
 def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "hann",
                                 n_iter: int | None = None, lam: float | None = None,
                                 backend: str = "auto", device: str | None = None,
-                                progress: bool = False, weights: str | None = None) -> ReconResult:
+                                progress: bool = False, weights: str | None = None,
+                                refine: int | None = None) -> ReconResult:
     """Reconstruct ``sinogram.npy`` + ``sinogram.json`` written by
     :func:`medvol.recon.simulation.simulate_to_folder`. The TV weight is scaled by the FBP image
-    of the data (:func:`~medvol.recon.registry.tv_lambda`)."""
+    of the data (:func:`~medvol.recon.registry.tv_lambda`); ``refine`` as in
+    :func:`reconstruct_from_volume`."""
     import json
 
     import torch
@@ -361,7 +372,7 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
     from ..kernels import Projector
     from ..simulate import mu_to_hu
 
-    get_method(method)
+    spec = get_method(method)
     folder = Path(folder)
     try:
         info = json.loads((folder / "sinogram.json").read_text())
@@ -384,7 +395,7 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
     yt = torch.from_numpy(y.astype(np.float32))
     lam_eff = _fbp_scaled_lambda(A, yt, method, lam, filter)
     x = reconstruct(A, yt, method, filter=filter, n_iter=n_iter, lam=lam_eff or 0.0,
-                    progress=progress, weights=weights)
+                    progress=progress, weights=weights, **_refine_kw(spec, refine, lam))
     grid = info["grid"]
     a = x.detach().cpu().numpy().reshape(grid["shape_zyx"]).astype(np.float32)
     if info.get("ct_hu"):
@@ -393,7 +404,11 @@ def reconstruct_sinogram_folder(folder, *, method: str = "tv", filter: str = "ha
                  meta={"recon_method": method})
     return ReconResult(volume=vol, record={"mode": "sinogram", "method": method, "ct_hu":
                                            info.get("ct_hu"), "geometry": info["geometry"]["type"],
-                                           "views": g.n_views, "tv_lambda": lam_eff})
+                                           "views": g.n_views, "tv_lambda": lam_eff,
+                                           "resolved": resolved_params(
+                                               method, filter=filter, n_iter=n_iter, lam=lam,
+                                               lam_solver=lam_eff, weights=weights,
+                                               **_refine_kw(spec, refine, lam))})
 
 
 # --------------------------------------------------------------------------- inputs
@@ -475,7 +490,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
               cor: str | float = "auto", pixel_size: float = 1.0,
               rows: str | slice | None = None, backend: str = "auto", device: str | None = None,
               seed: int = 0, overwrite: bool = False, progress: bool = False,
-              metric_window=None) -> ReconResult:
+              metric_window=None, refine: int | None = None) -> ReconResult:
     """The ``medvol recon`` job: detect the input, reconstruct, write ``out`` atomically.
 
     ``out`` receives ``recon.nrrd`` (LPS), the baseline, PNGs, ``report.html`` and
@@ -506,12 +521,19 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
         resolve_window(metric_window)          # an unknown preset fails before any work
     if kind in ("volume", "dicom") and geometry not in GEOMETRIES:
         raise InputError(f"unknown geometry {geometry!r}", hint=f"use {', '.join(GEOMETRIES)}")
+    if refine is not None and (not spec.refines or refine < 0):
+        raise InputError(f"--refine {refine}: " + ("must be 0 or more" if spec.refines else
+                                                   f"method {method} has no refinement"),
+                         hint="--refine N applies to --method pdunet (0: the network alone)")
+    if kind == "kspace" and refine:
+        raise InputError("--refine runs on CT sinograms; radial k-space input is reconstructed "
+                         "by the network alone", path=input, hint="drop --refine")
     if kind == "projections" and spec.learned:
         raise InputError(f"method {method} is trained for fan-beam CT and radial MRI, not for "
                          "parallel-beam projections", path=input,
                          hint="use fbp, sirt, cgls or tv")
     params = dict(method=method, weights=weights, filter=filter, n_iter=n_iter, lam=lam,
-                  backend=backend, device=device, input_kind=kind)
+                  backend=backend, device=device, input_kind=kind, refine=refine)
     if kind in ("volume", "dicom"):
         params.update(geometry=geometry, views=views, full_views=full_views, noise_i0=noise_i0,
                       seed=seed, slices=_span_text(slices) if isinstance(slices, slice)
@@ -533,7 +555,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
     elif kind == "sinogram":
         res = reconstruct_sinogram_folder(input, method=method, filter=filter, n_iter=n_iter,
                                           lam=lam, backend=backend, device=device,
-                                          weights=weights, progress=progress)
+                                          weights=weights, progress=progress, refine=refine)
     elif kind == "projections":
         res = reconstruct_projections(input, flats=flats, darks=darks, angles=angles,
                                       angle_rows=_as_span(angle_rows, "angle_rows"),
@@ -547,10 +569,10 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
                                       n_iter=n_iter, lam=lam, I0=noise_i0, seed=seed,
                                       slices=slices, downsample=downsample, backend=backend,
                                       device=device, progress=progress, weights=weights,
-                                      metric_window=metric_window)
+                                      metric_window=metric_window, refine=refine)
     # the manifest records the values used (defaults resolved), never a null for an unset one
     p = man.data["parameters"]
-    for k in ("n_iter", "lam", "weights", "metric_window"):
+    for k in ("n_iter", "lam", "weights", "metric_window", "refine"):
         if p.get(k) is None:
             p.pop(k, None)
     win = res.record.get("metric_window")
@@ -558,7 +580,7 @@ def recon_job(input: str | os.PathLike, out: str | os.PathLike, *, method: str =
         p["metric_window"] = {k: win[k] for k in ("name", "width", "level")}
     p.update(res.record.get("resolved") or resolved_params(
         method, filter=filter, n_iter=n_iter, lam=lam, lam_solver=res.record.get("tv_lambda"),
-        weights=weights))
+        weights=weights, **_refine_kw(spec, refine, lam)))
     _add_inputs(man, input)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_recon_outputs(res, tmp, man)

@@ -26,13 +26,23 @@ from ..errors import GeometryError, InputError, OutputExistsError, WeightsError
 
 __all__ = ["pdunet_reconstruct", "pdunet_reconstruct_kspace", "kspace_to_model_input",
            "pdunet_operator", "attach_fbp", "task_operator", "load_pdunet", "default_config",
-           "train_pdunet", "PRETRAINED", "ARCHS", "weights_for_modality"]
+           "train_pdunet", "PRETRAINED", "ARCHS", "weights_for_modality", "default_refine",
+           "REFINE_DEFAULTS"]
 
 log = logging.getLogger("medvol.recon.pdunet")
 
 PRETRAINED = ("pdunet_ct_x16", "pdunet_mri_x16", "lpd_ct_x16", "lpd_mri_x16")
 ARCHS = ("pdunet", "lpd")
 FBP_FILTER = "hann"
+
+REFINE_DEFAULTS: dict[str, tuple[int, float]] = {"pdunet_ct_x16": (20, 0.1)}
+"""Shipped weights → ``(iterations, relative λ)`` of the TV refinement run after the network
+(:func:`pdunet_reconstruct` ``refine``). ``pdunet_ct_x16``: λ = 0.1 is the weight chosen for
+TV itself on the training patients (``benchmarks/pdunet_classical.json``); 20 iterations is the
+speed budget (≈ the network's own time again, keeping the whole ≥ 20× faster than that TV) and,
+on 16 training-patient slices, the iteration count ≤ 20 and λ ∈ {0.03, 0.1, 0.3} with the
+highest PSNR whose SSIM is not below the network's (+0.85 dB, +0.0009 SSIM; fixed before the
+held-out patients were scored: ``docs/pdunet_issue14.md``). Weights not listed: no refinement."""
 
 
 # --------------------------------------------------------------------------- operator
@@ -128,9 +138,35 @@ def _check_task(info, A, what: str, modality: str | None = None) -> None:
 
 
 # --------------------------------------------------------------------------- inference
+def default_refine(weights: str | os.PathLike | None) -> tuple[int, float]:
+    """``(iterations, relative λ)`` of the TV refinement for ``weights`` (:data:`REFINE_DEFAULTS`;
+    ``(0, 0.1)`` for weights without a stated default, e.g. a user's own file)."""
+    return REFINE_DEFAULTS.get(str(weights), (0, 0.1))
+
+
+def refine_tv(A, y, x0, *, n_iter: int, lam: float, progress: bool = False):
+    """A few TV-PDHG iterations (:func:`medvol.recon.iterative.tv_pdhg`, x ≥ 0) started from the
+    network's output ``x0``, on the measured data ``y``: data consistency the network alone does
+    not enforce. ``lam`` is relative (× the 99.5th percentile of the Hann FBP of ``y``, the rule
+    of :func:`medvol.recon.registry.tv_lambda`). The dual variables start at zero: started at
+    their fixed-point values (``p = A x0 − y``) the first steps overshoot badly (SSIM 0.93 →
+    0.45 on training slices), because ``x0`` is not a TV minimiser."""
+    import torch
+
+    from .iterative import tv_pdhg
+    from .registry import tv_lambda
+
+    with torch.inference_mode():
+        lam_solver = tv_lambda(lam, attach_fbp(A).fbp(y))
+        return tv_pdhg(A, y, lam=lam_solver, n_iter=int(n_iter), nonneg=True, x0=x0,
+                       progress=progress, op_norm=float(A.norm()))
+
+
 def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
-                       modality: str | None = None):
-    """Reconstruct 2D slices from (sparse) sinograms with a pretrained PD-UNet (or LPD).
+                       modality: str | None = None, refine: int | None = None,
+                       refine_lam: float | None = None, progress: bool = False):
+    """Reconstruct 2D slices from (sparse) sinograms with a pretrained PD-UNet (or LPD),
+    optionally followed by ``refine`` TV-PDHG iterations from its output (:func:`refine_tv`).
 
     Parameters
     ----------
@@ -145,6 +181,9 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
     batch : slices per forward pass.
     modality : the input's modality (``CT``/``MR``), if known: a mismatch with the weights'
         training modality is warned about (one line, with the weights to use).
+    refine, refine_lam : TV refinement iterations (0: the network alone) and its relative λ;
+        None: the weights' default (:func:`default_refine`: 20 and 0.1 for ``pdunet_ct_x16``,
+        none for the others).
 
     Returns
     -------
@@ -160,6 +199,10 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
     """
     import torch
 
+    n_ref, lam_ref = default_refine(weights)
+    n_ref = n_ref if refine is None else int(refine)
+    if n_ref < 0:
+        raise InputError(f"refine must be >= 0 iterations, got {refine}")
     model, info = _cached(str(weights))
     _check_task(info, A, "pdunet_reconstruct", modality)
     is_np = not isinstance(y, torch.Tensor)
@@ -175,7 +218,12 @@ def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
     with torch.inference_mode():
         for i in range(0, flat.shape[0], int(batch)):
             outs.append(model(flat[i:i + int(batch)], op))
-    out = torch.cat(outs).reshape(*lead, *A.domain_shape)
+    out = torch.cat(outs)
+    if n_ref:
+        # all slices at once (one λ from the whole input's FBP, as for TV on a volume)
+        out = refine_tv(op, flat, out, n_iter=n_ref, progress=progress,
+                        lam=lam_ref if refine_lam is None else float(refine_lam))
+    out = out.reshape(*lead, *A.domain_shape)
     return out.numpy() if is_np else out
 
 

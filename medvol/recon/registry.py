@@ -59,6 +59,7 @@ class ReconMethod:
     default_n_iter : the iteration (or sampling-step) count the method uses when ``n_iter`` is
         None; None for methods without iterations (FBP, PD-UNet). Manifests record
         :func:`resolved_params`, i.e. this value, never a null.
+    refines : accepts ``refine`` / ``refine_lam`` (TV iterations after a network, relative λ).
     """
 
     name: str
@@ -69,6 +70,7 @@ class ReconMethod:
     default_weights: str | None = None
     task: Callable | str | None = None
     default_n_iter: int | None = None
+    refines: bool = False
 
     def resolve(self, attr: str = "run") -> Callable | None:
         """The callable behind ``run`` or ``task`` (imports a ``"module:function"`` reference)."""
@@ -85,7 +87,8 @@ _METHODS: dict[str, ReconMethod] = {}
 def register_method(name: str, run: Callable | str, *, description: str = "",
                     learned: bool = False, uses_lambda: bool = False,
                     default_weights: str | None = None, task: Callable | str | None = None,
-                    default_n_iter: int | None = None, replace: bool = False) -> ReconMethod:
+                    default_n_iter: int | None = None, refines: bool = False,
+                    replace: bool = False) -> ReconMethod:
     """Add a method to the registry (``replace=True`` to override an existing name)."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"reconstruction method name {name!r} must be alphanumeric")
@@ -93,7 +96,7 @@ def register_method(name: str, run: Callable | str, *, description: str = "",
         raise InputError(f"reconstruction method {name!r} is already registered",
                          hint="pass replace=True to override it")
     m = ReconMethod(name, run, description, learned, uses_lambda, default_weights, task,
-                    default_n_iter)
+                    default_n_iter, refines)
     _METHODS[name] = m
     return m
 
@@ -114,29 +117,41 @@ def get_method(name: str) -> ReconMethod:
 
 def reconstruct(A, y, method: str, *, filter: str = "hann", n_iter: int | None = None,
                 lam: float = 0.01, nonneg: bool = True, progress: bool = False,
-                weights: str | None = None):
+                weights: str | None = None, refine: int | None = None,
+                refine_lam: float | None = None):
     """Run the registered ``method`` with the operator ``A`` on data ``y``.
 
     ``lam`` is the TV weight as the solver sees it (already scaled; see :func:`tv_lambda`).
     Learned methods use ``weights`` (a shipped name or a ``.safetensors`` file; default the
-    method's ``default_weights``).
+    method's ``default_weights``). ``refine`` / ``refine_lam`` (methods registered with
+    ``refines=True``, i.e. ``pdunet``): TV iterations after the network and their *relative*
+    λ (None: the weights' defaults, :func:`medvol.recon.pdunet.default_refine`).
     """
     m = get_method(method)
     if n_iter is not None and n_iter < 1:
         raise InputError(f"n_iter must be at least 1, got {n_iter}")
+    if refine is not None and refine < 0:
+        raise InputError(f"refine must be at least 0, got {refine}")
+    extra = {}
+    if m.refines:
+        extra = dict(refine=refine, refine_lam=refine_lam)
+    elif refine or refine_lam is not None:
+        raise InputError(f"method {method} has no refinement option",
+                         hint="refine applies to pdunet")
     return m.resolve("run")(A, y, filter=filter, n_iter=n_iter or m.default_n_iter, lam=lam,
                             nonneg=nonneg, progress=progress,
-                            weights=weights or m.default_weights)
+                            weights=weights or m.default_weights, **extra)
 
 
 def resolved_params(method: str, *, filter: str = "hann", n_iter: int | None = None,
                     lam: float | None = None, lam_solver: float | None = None,
-                    weights: str | None = None) -> dict[str, Any]:
+                    weights: str | None = None, refine: int | None = None,
+                    refine_lam: float | None = None) -> dict[str, Any]:
     """The parameters ``method`` actually runs with (defaults filled in), for manifests.
 
     Only the parameters the method reads are listed: ``filter`` (FBP and the FBP baseline),
     ``n_iter`` (iterative / sampling methods), ``lam`` (relative TV weight) with ``tv_lambda``
-    (the solver's λ, :func:`tv_lambda`), ``weights`` (learned methods).
+    (the solver's λ, :func:`tv_lambda`), ``weights`` (learned methods), ``refine`` and ``refine_lam`` (``pdunet``).
     """
     m = get_method(method)
     out: dict[str, Any] = {"method": method, "filter": filter}
@@ -148,6 +163,13 @@ def resolved_params(method: str, *, filter: str = "hann", n_iter: int | None = N
             out["tv_lambda"] = float(lam_solver)
     if m.learned:
         out["weights"] = weights or m.default_weights
+    if m.refines:
+        from .pdunet import default_refine
+
+        n, lr = default_refine(out["weights"])
+        out["refine"] = int(n if refine is None else refine)
+        if out["refine"]:
+            out["refine_lam"] = float(lr if refine_lam is None else refine_lam)
     return out
 
 
@@ -188,10 +210,11 @@ def _tv(A, y, *, lam, n_iter, nonneg, progress, **_):
     return tv_pdhg(A, y, lam=lam, n_iter=n_iter, nonneg=nonneg, progress=progress)
 
 
-def _pdunet(A, y, *, weights, **_):
+def _pdunet(A, y, *, weights, refine=None, refine_lam=None, progress=False, **_):
     from .pdunet import pdunet_reconstruct
 
-    return pdunet_reconstruct(A, y, weights=weights)
+    return pdunet_reconstruct(A, y, weights=weights, refine=refine, refine_lam=refine_lam,
+                              progress=progress)
 
 
 def _pdunet_task(geometry: str, views: int, full_views: int) -> tuple[int, float]:
@@ -213,8 +236,9 @@ register_method("cgls", _cgls, default_n_iter=30, description="CGLS, 30 iteratio
 register_method("tv", _tv, uses_lambda=True, default_n_iter=300,
                 description="TV-regularised least squares (Chambolle-Pock), 300 iterations")
 register_method("pdunet", _pdunet, learned=True, default_weights="pdunet_ct_x16",
-                task=_pdunet_task,
-                description="PD-UNet / Learned Primal-Dual with shipped or given weights")
+                task=_pdunet_task, refines=True,
+                description="PD-UNet / Learned Primal-Dual with shipped or given weights, then "
+                "--refine TV iterations from its output (20 for pdunet_ct_x16)")
 register_method("dds", "medvol.recon.diffusion:run_dds", learned=True, default_n_iter=50,
                 default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
                 description="DDS: 2D diffusion prior + ADMM/CG TV-z data consistency, 50 DDIM "

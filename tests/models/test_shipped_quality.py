@@ -30,6 +30,7 @@ SSIM_TOL, PSNR_TOL = 0.02, 0.5
 #: name -> (pinned mean SSIM, pinned mean PSNR dB); model card values in the comments
 PINNED = {
     "pdunet_ct_x16": (0.9740, 35.63),   # many-patient weights (stage 6); head CT never trained on
+    "pdunet_ct_x16+refine": (0.9819, 37.11),  # recon's default: + 20 TV iterations (λ 0.1)
     "lpd_ct_x16": (0.8846, 26.51),      # many-patient weights (600 steps)
     "pdunet_mri_x16": (0.9032, 28.52),  # many-subject weights (IXI train + stroke)
     "lpd_mri_x16": (0.8803, 27.60),     # many-subject weights
@@ -102,12 +103,18 @@ def _check(name, ssim, psnr):
     assert abs(psnr - p0) <= PSNR_TOL, f"{name}: PSNR {psnr:.2f} dB, pinned {p0:.2f} dB"
 
 
-@pytest.mark.parametrize("name", ["pdunet_ct_x16", "lpd_ct_x16"])
+@pytest.mark.parametrize("name", ["pdunet_ct_x16", "pdunet_ct_x16+refine", "lpd_ct_x16"])
 def test_shipped_ct_model_on_held_out_slab(name, ct_case, tmp_path):
+    """The networks alone (``--refine 0``; LPD has no default refinement) and ``pdunet_ct_x16``
+    as ``medvol recon --method pdunet`` runs it by default (network + 20 TV iterations)."""
     path, mu = ct_case
     out = tmp_path / name
-    assert main(["recon", str(path), "--method", "pdunet", "--weights", name, "-o", str(out),
-                 "--no-progress"]) == 0
+    weights, _, refined = name.partition("+")
+    extra = [] if refined else ["--refine", "0"]
+    assert main(["recon", str(path), "--method", "pdunet", "--weights", weights, "-o", str(out),
+                 "--no-progress"] + extra) == 0
+    m = __import__("json").loads((out / "manifest.json").read_text())["parameters"]
+    assert m["refine"] == (20 if refined else 0)
     hu, _ = nrrd.read(str(out / "recon.nrrd"), index_order="C")
     assert hu.shape == mu.shape
     rec = np.clip(0.0192 * (1 + hu.astype(np.float64) / 1000.0), 0, None)
