@@ -5,13 +5,19 @@ Usage (each stage resumable/cached under ``--run-dir``; stages may run in parall
     .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN               # all
     .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN --stage pretrain --method voco
     .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN --stage pretrain --method mvr
+    .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN --stage validate --shard 0/2
     .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN --stage finetune --shard 0/2
     .venv/bin/python benchmarks/voco.py --data ../shared/data --run-dir RUN --stage report --md out.md
 
 Data and split (``medvol/pretrain/splits.json``): the unlabelled pool is the hippocampus images
 of every subject *not* in the 50-subject test set (143 volumes); fine-tuning uses the fixed pools
 of 5 and 20 labelled subjects; the test set is never used for pre-training, fine-tuning or any
-selection (fixed step budgets, no early stopping, no hyper-parameter search on it).
+selection (fixed step budgets, no early stopping, no hyper-parameter search on it). The
+fine-tuning recipe (steps, lr) is chosen by ``--stage validate`` on 20 *validation* subjects —
+labelled subjects of the pre-training pool outside the test set and the fine-tuning pools — as
+the best mean validation Dice over random init and VoCo (seeds 0–1), per label count, then used
+for every init (equal fine-tuning steps). Without ``RUN/recipes.json`` the fine-tuning stage
+uses ``--ft-steps`` / ``--ft-lr``.
 
 (a) Pretext: overlap-prediction error (mean |l_k − y_k|) of the pre-trained VoCo student on the
     test subjects' images (never trained on) vs the uniform guess 1/K, and vs the same network at
@@ -40,6 +46,96 @@ sys.path.insert(0, str(REPO))
 
 METHODS = ("random", "mvr", "voco")
 LABELS = (5, 20)
+# (steps, lr, encoder-frozen first steps) of --stage validate; the last is "linear probe, then
+# fine-tune" (finetune_seg's freeze_encoder_steps). lr 3e-4 (150 and 400 steps) was tried with
+# 20 labels, seed 0, and dropped: 0.030-0.054 below lr 1e-3 for both inits.
+RECIPES = ((150, 1e-3, 0), (400, 1e-3, 0), (400, 1e-3, 100))
+VAL_INITS = ("random", "voco")
+
+
+def _validation_ids(data) -> list[str]:
+    """20 labelled subjects of the pre-training pool, in neither the test set nor a fine-tuning
+    pool (seeded choice): the recipe of ``--stage validate`` is chosen on them."""
+    from medvol.pretrain.data import splits
+
+    sp = splits()["hippocampus"]
+    lab = Path(data) / "mri" / "hippocampus" / "labels"
+    pool = sorted(s for s in set(sp["pretrain"]) - set(sp["finetune_20"]) - set(sp["test"])
+                  if (lab / f"{s}.nii.gz").exists())
+    return sorted(np.random.default_rng(170).choice(pool, size=20, replace=False).tolist())
+
+
+def _validate(args) -> None:
+    """Fine-tuning recipe sweep on the validation subjects: every (steps, lr, frozen-encoder
+    steps) of ``RECIPES``
+    for random init and the VoCo encoder, seeds 0–1, 5 and 20 labelled subjects (the
+    fine-tuning pools). Per label count the recipe with the best mean validation Dice over both
+    inits is written to ``RUN/recipes.json``; ``--stage finetune`` then uses it for every init
+    (equal steps). The test set plays no part."""
+    import torch
+
+    from medvol.pretrain.data import load_hippocampus_labelled, splits
+    from medvol.pretrain.finetune import finetune_seg
+    from medvol.pretrain.voco import encoder_state_dict
+
+    torch.set_num_threads(1)
+    i, n_shards = (int(v) for v in args.shard.split("/"))
+    sp = splits()["hippocampus"]
+    val = load_hippocampus_labelled(args.data, _validation_ids(args.data))
+    pools = {n: load_hippocampus_labelled(args.data, sp[f"finetune_{n}"]) for n in LABELS}
+    out = Path(args.run_dir) / "validate"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(n, rc, m, seed) for n in LABELS[::-1] for seed in (0, 1) for rc in RECIPES
+            for m in VAL_INITS]
+    for j, (n, (st, lr, fz), m, seed) in enumerate(jobs):
+        f = out / f"{m}_{n}_{st}_{lr:g}{f'_f{fz}' if fz else ''}_{seed}.json"
+        if j % n_shards != i or f.exists():
+            continue
+        enc = None if m == "random" else encoder_state_dict(Path(args.run_dir) / f"{m}.safetensors")
+        r = finetune_seg(pools[n], val, encoder=enc, steps=st, lr=lr, seed=seed,
+                         freeze_encoder_steps=fz)
+        f.write_text(json.dumps({"init": m, "n": n, "steps": st, "lr": lr, "freeze": fz,
+                                 "seed": seed, "mean": r["mean"], "dice": r["dice"].tolist()}))
+        print(f"validate {m:6s} n={n:2d} {st} steps lr {lr:g} frozen {fz} seed {seed}: "
+              f"{r['mean']:.4f}", flush=True)
+    _choose_recipes(args)
+
+
+def _choose_recipes(args) -> dict | None:
+    out = Path(args.run_dir) / "validate"
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
+    want = len(RECIPES) * len(VAL_INITS) * 2
+
+    def _rname(k):
+        return f"{k[0]}@{k[1]:g}" + (f"/frozen {k[2]}" if k[2] else "")
+
+    chosen, table = {}, {}
+    for n in LABELS:
+        by = {}
+        for r in rows:
+            k = (r["steps"], r["lr"], r.get("freeze", 0))
+            if r["n"] == n and k in RECIPES:
+                by.setdefault(k, []).append(r["mean"])
+        if sum(map(len, by.values())) < want:
+            return None                      # another shard is still running
+        table[n] = {_rname(k): float(np.mean(v)) for k, v in by.items()}
+        st, lr, fz = max(by, key=lambda k: np.mean(by[k]))
+        chosen[str(n)] = {"steps": int(st), "lr": float(lr), "freeze": int(fz)}
+    res = {"chosen": chosen, "validation_mean_dice": table,
+           "per_init": {f"{r['init']}_{r['n']}_{_rname((r['steps'], r['lr'], r.get('freeze', 0)))}"
+                        f"_{r['seed']}": r["mean"] for r in rows}}
+    (Path(args.run_dir) / "recipes.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res["chosen"]), flush=True)
+    return res
+
+
+def _recipe(args, n: int) -> tuple[int, float, int]:
+    """(steps, lr, frozen-encoder steps) of the test fine-tuning for ``n`` labelled subjects."""
+    f = Path(args.run_dir) / "recipes.json"
+    if f.exists():
+        c = json.loads(f.read_text())["chosen"][str(n)]
+        return int(c["steps"]), float(c["lr"]), int(c.get("freeze", 0))
+    return args.ft_steps, args.ft_lr, 0
 
 
 def _pretrain(args, method: str) -> dict:
@@ -94,9 +190,12 @@ def _finetune(args) -> None:
             continue
         enc = None if m == "random" else encoder_state_dict(Path(args.run_dir) / f"{m}.safetensors")
         t = time.perf_counter()
-        r = finetune_seg(pools[n], test, encoder=enc, steps=args.ft_steps, seed=seed)
+        st, lr, fz = _recipe(args, n)
+        r = finetune_seg(pools[n], test, encoder=enc, steps=st, lr=lr, seed=seed,
+                         freeze_encoder_steps=fz)
         rec = {"method": m, "labels": n, "seed": seed, "dice": r["dice"].tolist(),
-               "mean": r["mean"], "train_s": r["train_s"], "wall_s": time.perf_counter() - t}
+               "mean": r["mean"], "train_s": r["train_s"], "wall_s": time.perf_counter() - t,
+               "steps": st, "lr": lr, "freeze": fz}
         f.write_text(json.dumps(rec))
         print(f"{m:6s} n={n:2d} seed={seed} Dice {r['mean']:.4f} ({rec['wall_s']:.0f} s)",
               flush=True)
@@ -142,8 +241,11 @@ def _report(args) -> str:
               f"{vi.metrics['pretext_mae']:.4f} |",
               f"| same network, random init | {rnd['pretext_mae']:.4f} |",
               f"| uniform guess 1/K (K = 4) | {vi.metrics['uniform_mae']:.4f} |", ""]
+    rec = ", ".join(f"{n} labels: {st} steps, lr {lr:g}"
+                    + (f", encoder frozen for the first {fz}" if fz else "")
+                    for n, (st, lr, fz) in ((n, _recipe(args, n)) for n in LABELS))
     lines += [f"### (b) Fine-tuning: hippocampus Dice (mean of labels 1, 2) on the 50-subject "
-              f"test set, {args.ft_steps} steps, seeds 0–2", "",
+              f"test set ({rec}; the same for every init), seeds 0–2", "",
               "| labelled subjects | init | Dice mean ± std over seeds | paired Δ vs random, per "
               "seed | per-subject Δ vs random (mean, wins/50, Wilcoxon p) | Δ vs MVR per seed |",
               "|---|---|---|---|---|---|"]
@@ -187,7 +289,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--stage", choices=("all", "pretrain", "finetune", "report"), default="all")
+    ap.add_argument("--stage", choices=("all", "pretrain", "validate", "finetune", "report"),
+                    default="all")
     ap.add_argument("--method", choices=("voco", "mvr"), default=None)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--reverse", action="store_true",
@@ -198,14 +301,20 @@ def main(argv=None) -> None:
                     help="training-time budget per pre-training method (s)")
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--ft-steps", type=int, default=150)
+    ap.add_argument("--ft-steps", type=int, default=150,
+                    help="fine-tuning steps when RUN/recipes.json (--stage validate) is absent")
+    ap.add_argument("--ft-lr", type=float, default=1e-3)
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "pretrain"):
         for m in ([args.method] if args.method else ["voco", "mvr"]):
             _pretrain(args, m)
+    if args.stage in ("all", "validate"):
+        _validate(args)
     if args.stage in ("all", "finetune"):
+        if args.stage == "all" and not (Path(args.run_dir) / "recipes.json").exists():
+            raise SystemExit("validation incomplete: no RUN/recipes.json")
         _finetune(args)
     if args.stage in ("all", "report"):
         _report(args)

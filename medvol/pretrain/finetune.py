@@ -51,11 +51,19 @@ def evaluate_dice(net, pairs, grid: Sequence[int] = GRID) -> np.ndarray:
 
 def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
                  features=(16, 16, 32, 64, 128, 16), steps: int = 150, batch: int = 2,
-                 lr: float = 1e-3, seed: int = 0, run_dir=None, progress=False) -> dict:
+                 lr: float = 1e-3, seed: int = 0, run_dir=None, progress=False,
+                 freeze_encoder_steps: int = 0) -> dict:
     """Fine-tune from ``encoder`` (MONAI-named tensors, e.g.
     :func:`medvol.pretrain.voco.encoder_state_dict`; ``None`` = random init) and score.
 
-    Returns ``{"dice": per-subject (N,), "mean": float, "steps": int, "train_s": float}``.
+    ``freeze_encoder_steps``: the first K of the ``steps`` train the decoder only (the encoder's
+    learning rate is 0), then everything — "linear probe, then fine-tune" (Kumar et al., ICLR
+    2022), which keeps a pre-trained encoder from being overwritten by the gradients of a random
+    decoder. Encoder = BasicUNet's ``conv_0`` and ``down_1`` … ``down_4`` (what the pre-trained
+    files hold), for any init.
+
+    Returns ``{"dice": per-subject (N,), "mean": float, "steps": int, "train_s": float,
+    "model": the fine-tuned BasicUNet}``.
     """
     import tempfile
 
@@ -72,11 +80,19 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
         missing, unexpected = net.load_state_dict(encoder, strict=False)
         if unexpected:
             raise ValueError(f"encoder tensors not in BasicUNet: {unexpected[:3]}")
+    if not 0 <= int(freeze_encoder_steps) <= int(steps):
+        raise ValueError(f"freeze_encoder_steps must be in [0, steps], got {freeze_encoder_steps}")
     x, y = prepare(train_pairs)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    is_enc = [n.split(".")[0] in ("conv_0", "down_1", "down_2", "down_3", "down_4")
+              for n, _ in net.named_parameters()]
+    params = [p for _, p in net.named_parameters()]
+    opt = torch.optim.AdamW([{"params": [p for p, e in zip(params, is_enc) if e]},
+                             {"params": [p for p, e in zip(params, is_enc) if not e]}],
+                            lr=lr, weight_decay=1e-5)
 
     def step_fn(step, rng):
+        opt.param_groups[0]["lr"] = 0.0 if step < int(freeze_encoder_steps) else lr
         idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
         return {"loss": loss_fn(net(x[idx]), y[idx])}
 
@@ -85,4 +101,4 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
                          seed=seed, checkpoint_every=0, progress=progress, log_every=50)
     d = evaluate_dice(net, test_pairs)
     return {"dice": d, "mean": float(np.mean(d)), "steps": res.steps_done,
-            "train_s": res.train_s}
+            "train_s": res.train_s, "model": net}

@@ -1,51 +1,64 @@
-"""Few-label fine-tuning harness: Dice scoring at the native grid, the baseline's block mask."""
+"""Few-label fine-tuning harness (medvol.pretrain.finetune): the frozen-encoder phase really
+leaves the loaded encoder untouched and trains the decoder; without it both change."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from medvol.pretrain.finetune import evaluate_dice  # noqa: E402
-from medvol.pretrain.masked import block_mask  # noqa: E402
+from medvol.pretrain.finetune import finetune_seg  # noqa: E402
+
+FEAT = (4, 4, 8, 8, 16, 4)
+ENC = ("conv_0", "down_1", "down_2", "down_3", "down_4")   # BasicUNet's encoder blocks
 
 
-class _Fixed(torch.nn.Module):
-    """Ignores its input and returns fixed 3-class logits."""
-
-    def __init__(self, labels):
-        super().__init__()
-        self.logits = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.int64), 3
-                                                  ).permute(3, 0, 1, 2)[None].float() * 10
-
-    def forward(self, x):
-        return self.logits
-
-
-def _pair(shape=(12, 16, 10), seed=0):
+def _pairs(n, seed):
     rng = np.random.default_rng(seed)
-    lab = np.zeros(shape, np.uint8)
-    lab[3:8, 4:9, 2:6] = 1
-    lab[3:8, 9:14, 2:6] = 2
-    return rng.random(shape).astype(np.float32), lab
+    out = []
+    for _ in range(n):
+        z, y, x = np.meshgrid(*[np.linspace(-1, 1, k) for k in (20, 30, 20)], indexing="ij")
+        c = rng.uniform(-0.2, 0.2, 3)
+        r = np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2)
+        lab = np.where(r < 0.35, np.where(y < c[1], 1, 2), 0).astype(np.uint8)
+        img = (0.2 + 0.6 * (lab > 0) + 0.05 * rng.standard_normal(lab.shape)).astype(np.float32)
+        out.append((img, lab))
+    return out
 
 
-def test_dice_is_one_for_the_truth_and_matches_a_hand_count():
-    img, lab = _pair()
-    assert evaluate_dice(_Fixed(lab), [(img, lab)], grid=lab.shape)[0] == pytest.approx(1.0)
-    pred = lab.copy()
-    pred[3:8, 4:6, 2:6] = 0                      # lose 2 of 5 columns of label 1
-    d1 = 2 * 60 / (100 + 60)                     # |A∩B| = 60 of |A| = 100, |B| = 60
-    got = evaluate_dice(_Fixed(pred), [(img, lab)], grid=lab.shape)[0]
-    assert got == pytest.approx((d1 + 1.0) / 2)
-    empty = np.zeros_like(lab)
-    assert evaluate_dice(_Fixed(empty), [(img, lab)], grid=lab.shape)[0] == pytest.approx(0.0)
+def _encoder_state(seed=3):
+    from medvol.models.voco import basic_unet
+
+    torch.manual_seed(seed)
+    net = basic_unet(FEAT, 1, 3)
+    return {k: v.clone() for k, v in net.state_dict().items()
+            if k.split(".")[0] in ENC}
 
 
-def test_block_mask_hides_whole_blocks_at_the_requested_rate():
-    rng = np.random.default_rng(0)
-    m = block_mask((32, 48, 32), 8, 0.5, rng)
-    assert m.shape == (32, 48, 32)
-    blocks = m.reshape(4, 8, 6, 8, 4, 8).transpose(0, 2, 4, 1, 3, 5).reshape(96, -1)
-    assert np.all(blocks.all(1) | ~blocks.any(1))           # each 8³ block all or nothing
-    rates = [block_mask((64, 64, 64), 8, 0.3, rng).mean() for _ in range(20)]
-    assert np.mean(rates) == pytest.approx(0.3, abs=0.03)
+
+def test_frozen_encoder_phase_keeps_the_encoder_and_trains_the_decoder():
+    tr, te = _pairs(3, 0), _pairs(2, 1)
+    enc = _encoder_state()
+    r = finetune_seg(tr, te, encoder=enc, features=FEAT, steps=3, seed=0, freeze_encoder_steps=3)
+    sd = r["model"].state_dict()
+    for k, v in enc.items():                      # every encoder tensor exactly as loaded
+        if v.is_floating_point() and "running" not in k:
+            assert torch.equal(sd[k], v), k
+    torch.manual_seed(0)                           # the decoder as finetune_seg initialised it
+    from medvol.models.voco import basic_unet
+
+    init = basic_unet(FEAT, 1, 3).state_dict()
+    dec = [k for k in sd if k.split(".")[0] not in ENC and sd[k].is_floating_point()]
+    assert any(not torch.equal(sd[k], init[k]) for k in dec)
+    assert r["dice"].shape == (2,) and np.all((r["dice"] >= 0) & (r["dice"] <= 1))
+
+
+def test_without_freezing_the_encoder_moves_and_bad_values_refused():
+    tr, te = _pairs(3, 0), _pairs(1, 1)
+    enc = _encoder_state()
+    r = finetune_seg(tr, te, encoder=enc, features=FEAT, steps=2, seed=0)
+    sd = r["model"].state_dict()
+    assert any(not torch.equal(sd[k], v) for k, v in enc.items() if "weight" in k)
+    with pytest.raises(ValueError, match="freeze_encoder_steps"):
+        finetune_seg(tr, te, encoder=enc, features=FEAT, steps=2, freeze_encoder_steps=3)
