@@ -237,8 +237,7 @@ def tune_refine(data: Path, weights_dir: Path | None = None, *, lams=REFINE_LAMS
     import torch
 
     from medvol.learned.weights import load_weights
-    from medvol.recon.iterative import tv_pdhg
-    from medvol.recon.registry import tv_lambda
+    from medvol.recon.pdunet import refine_tv
 
     prob = _Problem("ct_x16")
     model = load_weights(_weights(weights_dir, "pdunet_ct_x16"), arch="pdunet")[0].eval()
@@ -249,13 +248,12 @@ def tune_refine(data: Path, weights_dir: Path | None = None, *, lams=REFINE_LAMS
         with torch.inference_mode():
             x0 = model(yt[None], prob.op)[0]
             base.append((_ssim(x0.numpy(), gt), _psnr(x0.numpy(), gt)))
-            for lam in lams:        # one run per λ (refine_tv's solver), scored at every count
+            for lam in lams:        # one refine_tv run per λ, scored at every count
                 def cb(it, x, g=gt, lam=lam):
                     if it in iters:
                         grid[f"{lam}@{it}"].append((_ssim(np.asarray(x), g),
                                                     _psnr(np.asarray(x), g)))
-                tv_pdhg(prob.op, yt, lam=tv_lambda(lam, prob.op.fbp(yt)), n_iter=max(iters),
-                        nonneg=True, x0=x0, progress=False, op_norm=prob.op_norm, callback=cb)
+                refine_tv(prob.op, yt, x0, n_iter=max(iters), lam=lam, callback=cb)
     b = np.mean(base, axis=0)
     res = {"n_slices": len(base), "network": {"ssim": float(b[0]), "psnr": float(b[1])},
            "grid": {k: {"ssim": float(np.mean([v[0] for v in g])),

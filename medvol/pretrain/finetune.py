@@ -70,7 +70,7 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
     import torch
     from monai.losses import DiceCELoss
 
-    from medvol.models.voco import basic_unet
+    from medvol.models.voco import CNN_ENCODER_KEYS, basic_unet
 
     from ..learned.trainer import train_loop
 
@@ -84,8 +84,7 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
         raise ValueError(f"freeze_encoder_steps must be in [0, steps], got {freeze_encoder_steps}")
     x, y = prepare(train_pairs)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    is_enc = [n.split(".")[0] in ("conv_0", "down_1", "down_2", "down_3", "down_4")
-              for n, _ in net.named_parameters()]
+    is_enc = [n.split(".")[0] in CNN_ENCODER_KEYS for n, _ in net.named_parameters()]
     params = [p for _, p in net.named_parameters()]
     opt = torch.optim.AdamW([{"params": [p for p, e in zip(params, is_enc) if e]},
                              {"params": [p for p, e in zip(params, is_enc) if not e]}],

@@ -144,13 +144,14 @@ def default_refine(weights: str | os.PathLike | None) -> tuple[int, float]:
     return REFINE_DEFAULTS.get(str(weights), (0, 0.1))
 
 
-def refine_tv(A, y, x0, *, n_iter: int, lam: float, progress: bool = False):
+def refine_tv(A, y, x0, *, n_iter: int, lam: float, progress: bool = False, callback=None):
     """A few TV-PDHG iterations (:func:`medvol.recon.iterative.tv_pdhg`, x ≥ 0) started from the
     network's output ``x0``, on the measured data ``y``: data consistency the network alone does
     not enforce. ``lam`` is relative (× the 99.5th percentile of the Hann FBP of ``y``, the rule
     of :func:`medvol.recon.registry.tv_lambda`). The dual variables start at zero: started at
     their fixed-point values (``p = A x0 − y``) the first steps overshoot badly (SSIM 0.93 →
-    0.45 on training slices), because ``x0`` is not a TV minimiser."""
+    0.45 on training slices), because ``x0`` is not a TV minimiser. ``callback(it, x)`` as in
+    :func:`~medvol.recon.iterative.tv_pdhg` (the benchmark scores every iteration count)."""
     import torch
 
     from .iterative import tv_pdhg
@@ -159,7 +160,7 @@ def refine_tv(A, y, x0, *, n_iter: int, lam: float, progress: bool = False):
     with torch.inference_mode():
         lam_solver = tv_lambda(lam, attach_fbp(A).fbp(y))
         return tv_pdhg(A, y, lam=lam_solver, n_iter=int(n_iter), nonneg=True, x0=x0,
-                       progress=progress, op_norm=float(A.norm()))
+                       progress=progress, op_norm=float(A.norm()), callback=callback)
 
 
 def pdunet_reconstruct(A, y, *, weights: str = "pdunet_ct_x16", batch: int = 8,
