@@ -26,6 +26,9 @@ def train_diffusion(
     threads: int = typer.Option(1, help="CPU threads (torch and numba)."),
     export: Optional[Path] = typer.Option(None, help="Folder for diffusion_ct.safetensors, its "
                                           "loss curve and denoising metrics."),
+    init: Optional[Path] = typer.Option(None, help="Continue from these diffusion weights "
+                                        "(e.g. models/weights/diffusion_ct.safetensors): their "
+                                        "config, a fresh optimiser; exported steps add theirs."),
 ) -> None:
     """Train the slice prior on real CT slices (3 mm/pixel, HU window [-1000, 1000] → [0, 1]).
 
@@ -36,6 +39,7 @@ def train_diffusion(
 
     set_threads(max(1, threads))
     res = job(data, runs=runs, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed,
-              time_limit_s=time_limit, export=export, progress=lambda s: typer.echo(s))
+              time_limit_s=time_limit, export=export, progress=lambda s: typer.echo(s),
+              init=init)
     typer.echo(f"{res.steps_done} steps ({'finished' if res.finished else 'stopped'}), "
                f"run in {res.run_dir}")

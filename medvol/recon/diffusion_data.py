@@ -150,12 +150,15 @@ class TrainConfig:
 def train_diffusion(data=None, *, runs: Path, steps: int = 4000, batch: int = 8, crop: int = 64,
                     lr: float = 2e-4, seed: int = 0, config: dict | None = None,
                     time_limit_s: float | None = None, export: Path | None = None,
-                    progress=True, ckpt_every: int = 100):
+                    progress=True, ckpt_every: int = 100, init: Path | str | None = None):
     """Train (or resume) the ε-network in ``runs/diffusion`` with :func:`medvol.learned.train_loop`.
 
     ``config`` is the :class:`models.diffusion.DiffusionConfig` as a dict (defaults if None).
-    With ``export`` (a folder), writes ``diffusion_ct.safetensors`` and ``diffusion_ct_loss.png``
-    there when the run ends. Returns the :class:`~medvol.learned.trainer.TrainResult`.
+    ``init``: a ``diffusion`` weights file to continue from (its config is used; a fresh Adam
+    state; its own step count is added to this run's in the exported ``steps``) — the way to
+    train the shipped prior further once its checkpoint is gone. With ``export`` (a folder),
+    writes ``diffusion_ct.safetensors`` and ``diffusion_ct_loss.png`` there when the run ends.
+    Returns the :class:`~medvol.learned.trainer.TrainResult`.
     """
     import torch
 
@@ -168,12 +171,28 @@ def train_diffusion(data=None, *, runs: Path, steps: int = 4000, batch: int = 8,
                          "multiple of 8")
     slices = load_training_slices(data, split="train")
     torch.manual_seed(seed)
+    init_info = None
+    if init is not None:
+        from ..learned.weights import load_weights
+
+        init_model, init_info = load_weights(init, arch="diffusion")
+        if config is not None and config_to_dict(build_model("diffusion", config)[1]) \
+                != config_to_dict(build_model("diffusion", init_info.config)[1]):
+            raise InputError("config differs from the config of the --init weights",
+                             path=Path(init), hint="drop the config or pick matching weights")
+        config = init_info.config
     model, cfg = build_model("diffusion", config)
+    if init_info is not None:
+        model.load_state_dict(init_model.state_dict())
     abar = alphas_cumprod(cfg).float()
     T = int(cfg.n_train_timesteps)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     run_cfg = {"model": config_to_dict(cfg), "batch": batch, "crop": crop, "lr": lr, "seed": seed,
                "n_slices": len(slices), "pixel_mm": PIXEL_MM, "hu_window": list(HU_WINDOW)}
+    if init_info is not None:
+        run_cfg["init"] = {"file": Path(init).name,
+                           "steps": int(init_info.extra.get("steps", 0) or 0),
+                           "train_s": float(init_info.extra.get("train_s", 0.0) or 0.0)}
 
     def step_fn(step, rng):
         x0 = torch.from_numpy(random_crops(slices, rng, batch, crop)) * 2.0 - 1.0
@@ -228,6 +247,7 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
     history = history if history is not None else info.get("history", [])
     train_s = train_s if train_s is not None else info.get("train_seconds", 0.0)
     n_train = cfg_run.get("n_slices")
+    init = cfg_run.get("init") or {}
     out = save_weights(export / "diffusion_ct.safetensors", model, arch="diffusion", config=cfg,
                        task="ct-slice-prior",
                        data={"sources": list(SOURCES), "held_out": HELD_OUT,
@@ -235,7 +255,11 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                              "n_train_slices": n_train,
                              "val": val_note},
                        metrics={"denoise_psnr_val": table},
-                       extra={"steps": int(info["step"]), "train_s": round(float(train_s), 1),
+                       extra={"steps": int(info["step"]) + int(init.get("steps", 0)),
+                              "train_s": round(float(train_s) + float(init.get("train_s", 0.0)),
+                                               1),
+                              "steps_this_run": int(info["step"]),
+                              "init_steps": int(init.get("steps", 0)),
                               "batch": cfg_run.get("batch"), "crop": cfg_run.get("crop"),
                               "lr": cfg_run.get("lr")},
                        overwrite=True)
@@ -243,7 +267,8 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
         save_loss_curve(history, export / "diffusion_ct_loss.png", title="diffusion prior ε-MSE")
     save_samples_png(model, cfg, export / "diffusion_ct_samples.png")
     (export / "diffusion_ct_metrics.json").write_text(json.dumps(
-        {"step": int(info["step"]), "train_s": train_s, "denoise_psnr_val": table}, indent=1))
+        {"step": int(info["step"]) + int(init.get("steps", 0)), "steps_this_run": int(info["step"]),
+         "train_s": train_s, "denoise_psnr_val": table}, indent=1))
     return out
 
 

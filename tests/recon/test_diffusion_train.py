@@ -37,3 +37,29 @@ def test_train_resume_export(data_root, tmp_path):
     assert info.extra["steps"] == 3
     assert set(info.metrics["denoise_psnr_val"]) == {"50", "100", "200", "400", "700"}
     assert (tmp_path / "out" / "diffusion_ct_samples.png").stat().st_size > 0
+
+
+def test_init_continues_from_weights(data_root, tmp_path):
+    """--init starts from the given weights (not random), keeps their config and adds their
+    step count to the exported one; a conflicting config is refused."""
+    from medvol.errors import InputError
+    from medvol.learned.weights import load_weights
+    from medvol.recon.diffusion_data import train_diffusion
+
+    cfg = {"channels": [8, 8], "norm_num_groups": 8}
+    train_diffusion(data_root, runs=tmp_path / "a", steps=2, batch=2, crop=16, config=cfg,
+                    progress=False, export=tmp_path / "w")
+    first = tmp_path / "w" / "diffusion_ct.safetensors"
+    m0, _ = load_weights(first)
+    # zero learning rate: the continued run must keep the init weights exactly
+    train_diffusion(data_root, runs=tmp_path / "b", steps=3, batch=2, crop=16, lr=0.0,
+                    progress=False, init=first, seed=5, export=tmp_path / "w2")
+    m1, info = load_weights(tmp_path / "w2" / "diffusion_ct.safetensors")
+    assert info.extra["steps"] == 5 and info.extra["steps_this_run"] == 3
+    assert info.extra["init_steps"] == 2
+    for (k, a), b in zip(m0.state_dict().items(), m1.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(InputError, match="config differs"):
+        train_diffusion(data_root, runs=tmp_path / "c", steps=1, batch=2, crop=16,
+                        config={"channels": [16, 16], "norm_num_groups": 8}, progress=False,
+                        init=first)
