@@ -42,6 +42,13 @@ TUNE = "ct/totalseg/abdomen_ct.nii.gz"
 # was best at both). The four pairs ρ ≤ 0.01 × λ ≥ 3e-3 were not run.
 DDS_GRID = tuple((r, l) for r in (0.003, 0.01, 0.03, 0.1) for l in (1e-4, 3e-4, 1e-3)) + \
     ((0.03, 3e-3), (0.03, 1e-2), (0.1, 3e-3), (0.1, 1e-2))
+# second round (new prior, 2026-12-03): DDIM steps 50 or 80 (80: the most that keeps DDS within
+# 5 min at 128² × 32, 8 views, on this CPU) × this 3 × 3 (ρ, λ) grid, at 8 and 4 views; rule:
+# best mean over both view counts of the three planes' mean PSNR (``--tune --tune-steps 50 80``)
+DDS_GRID2 = tuple((r, l) for r in (0.01, 0.03, 0.1) for l in (3e-4, 1e-3, 3e-3))
+# DDS with 3D TV in its ADMM step (``tv_axes=("z", "y", "x")``, a medvol option, not the paper's
+# TV-z): its own (ρ, λ) grid, chosen by the same rule; reported as a separate row
+DDS3_GRID = tuple((r, l) for r in (0.01, 0.03) for l in (1e-4, 3e-4, 1e-3))
 # parameters chosen on the training volume (ADMM-TV λ per view count, ρ = 10 λ; DDS/MBIR ρ, λ),
 # used when --params is not given
 TUNED = {8: {"tv_lam": 1e-4, "tv_rho": 1e-3}, 4: {"tv_lam": 3e-4, "tv_rho": 3e-3}}
@@ -135,15 +142,25 @@ def methods(weights: str | None, params: dict, P):
                        axes=("z", "y", "x"))
 
     def run_dds(A, y):
-        return dds(A, y, load_prior(weights, chunk=32), steps=50, eta=params["dds_eta"], n_cg=5,
+        return dds(A, y, load_prior(weights, chunk=32), steps=params.get("dds_steps", 50),
+                   eta=params["dds_eta"], n_cg=5,
                    rho=params["dds_rho"], lam=params["dds_lam"], seed=0)
+
+    def run_dds3(A, y):
+        return dds(A, y, load_prior(weights, chunk=32), steps=params.get("dds3_steps", 50),
+                   eta=params["dds_eta"], n_cg=5, rho=params["dds3_rho"], lam=params["dds3_lam"],
+                   seed=0, tv_axes=("z", "y", "x"))
 
     def run_mbir(A, y):
         return mbir(A, y, load_prior(weights, chunk=32), steps=params["mbir_steps"],
                     rho=params["mbir_rho"], lam=params["mbir_lam"], seed=0)
 
     _ = torch
-    return {"FBP": run_fbp, "ADMM-TV (3D)": run_tv, "DDS": run_dds, "DiffusionMBIR (VP)": run_mbir}
+    out = {"FBP": run_fbp, "ADMM-TV (3D)": run_tv, "DDS": run_dds}
+    if "dds3_rho" in params:
+        out["DDS+TV-xy (medvol option)"] = run_dds3
+    out["DiffusionMBIR (VP)"] = run_mbir
+    return out
 
 
 def operator(vol, views):
@@ -161,36 +178,84 @@ def projector(vol, views):
     return Projector(g, vol.shape[1:], (3.0, 3.0), backend="torch", device="cpu")
 
 
-def tune(data: Path, weights, views: int, params: dict) -> dict:
-    """Choose ADMM-TV λ (and DDS ρ, λ) on the training volume (PSNR over the three planes)."""
+def _tune_worker(args):
+    """One (views, steps, ρ, λ) DDS run on the tuning volume (forked pool worker)."""
+    import torch
+
+    views, steps, rho, lam, axes = args
+    torch.set_num_threads(1)
+    A, y, vol = _TUNE_STATE["ops"][views]
+    from medvol.recon.diffusion import dds
+
+    x = dds(A, y, _TUNE_STATE["prior"], steps=steps, rho=rho, lam=lam, seed=0, tv_axes=axes)
+    s = plane_scores(np.asarray(x), vol)
+    return args, float(np.mean([v[0] for v in s.values()]))
+
+
+_TUNE_STATE: dict = {}
+
+
+def tune(data: Path, weights, views_list, params: dict, *, jobs: int = 1,
+         grid=DDS_GRID, steps_grid=(50,), grid3=()) -> dict:
+    """Choose, on the training volume only: ADMM-TV λ per view count (ρ = 10 λ), and one DDS
+    (steps, ρ, λ) for all view counts — the highest mean over ``views_list`` of the three
+    planes' mean PSNR — with TV-z (``grid``) and, when ``grid3`` is given, separately with 3D
+    TV in the ADMM step (``dds3_*``). DDS runs go to a forked pool of ``jobs`` one-thread
+    workers. Returns the updated params with ``tune_scores`` (every configuration's scores)."""
+    import multiprocessing as mp
+
     import torch
 
     from medvol.recon.admm_tv import admm_tv
-    from medvol.recon.diffusion import dds, load_prior
+    from medvol.recon.diffusion import load_prior
 
     vol = load_volume(data, TUNE)
-    A = operator(vol, views)
-    y = A(torch.from_numpy(vol))
+    ops = {}
+    for v in views_list:
+        A = operator(vol, v)
+        ops[v] = (A, A(torch.from_numpy(vol)), vol)
 
     def score(x):
         s = plane_scores(np.asarray(x), vol)
         return float(np.mean([v[0] for v in s.values()]))
 
-    best = None
-    for lam in (3e-4, 1e-3, 3e-3, 1e-2):
-        s = score(admm_tv(A, y, lam=lam, rho=10 * lam, n_outer=30, n_cg=10))
-        print(f"  tune ADMM-TV lam={lam:g}: {s:.2f} dB", flush=True)
-        if best is None or s > best[0]:
-            best = (s, lam)
-    params = dict(params, tv_lam=best[1], tv_rho=10 * best[1])
-    prior = load_prior(weights, chunk=32)
-    best = None
-    for rho, lam in DDS_GRID:
-        s = score(dds(A, y, prior, steps=50, rho=rho, lam=lam, seed=0))
-        print(f"  tune DDS rho={rho:g} lam={lam:g}: {s:.2f} dB", flush=True)
-        if best is None or s > best[0]:
-            best = (s, rho, lam)
-    params.update(dds_rho=best[1], dds_lam=best[2], mbir_rho=best[1], mbir_lam=best[2])
+    params = dict(params, tv_by_views={})
+    scores = {"admm_tv": [], "dds": []}
+    for v in views_list:
+        A, y, _ = ops[v]
+        best = None
+        for lam in (3e-5, 1e-4, 3e-4, 1e-3, 3e-3):
+            sc = score(admm_tv(A, y, lam=lam, rho=10 * lam, n_outer=30, n_cg=10,
+                               axes=("z", "y", "x")))
+            scores["admm_tv"].append({"views": v, "lam": lam, "psnr": round(sc, 3)})
+            print(f"  tune ADMM-TV {v} views lam={lam:g}: {sc:.2f} dB", flush=True)
+            if best is None or sc > best[0]:
+                best = (sc, lam)
+        params["tv_by_views"][str(v)] = {"tv_lam": best[1], "tv_rho": 10 * best[1]}
+    _TUNE_STATE.update(ops=ops, prior=load_prior(weights, chunk=32))
+    z, zyx = ("z",), ("z", "y", "x")
+    tasks = [(v, st, rho, lam, ax) for ax, g in ((z, grid), (zyx, grid3)) for st in steps_grid
+             for rho, lam in g for v in views_list]
+    res = {}
+    ctx = mp.get_context("fork")
+    with ctx.Pool(max(1, int(jobs))) as pool:
+        for (v, st, rho, lam, ax), sc in pool.imap_unordered(_tune_worker, tasks):
+            res[(v, st, rho, lam, ax)] = sc
+            scores["dds"].append({"views": v, "steps": st, "rho": rho, "lam": lam,
+                                  "tv_axes": "".join(ax), "psnr": round(sc, 3)})
+            print(f"  tune DDS {v} views steps={st} rho={rho:g} lam={lam:g} TV-{''.join(ax)}: "
+                  f"{sc:.2f} dB", flush=True)
+
+    def pick(g, ax):
+        return max((float(np.mean([res[(v, st, rho, lam, ax)] for v in views_list])), st, rho,
+                    lam) for st in steps_grid for rho, lam in g)
+
+    best = pick(grid, z)
+    params.update(dds_steps=best[1], dds_rho=best[2], dds_lam=best[3], mbir_rho=best[2],
+                  mbir_lam=best[3], tune_scores=scores)
+    if grid3:
+        best = pick(grid3, zyx)
+        params.update(dds3_steps=best[1], dds3_rho=best[2], dds3_lam=best[3])
     return params
 
 
@@ -203,7 +268,15 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], help="method names to skip")
     ap.add_argument("--only", nargs="*", default=[], help="run only these methods (FBP, ADMM-TV, "
                     "DDS, DiffusionMBIR)")
-    ap.add_argument("--tune", action="store_true", help="choose λ/ρ on the training volume")
+    ap.add_argument("--tune", action="store_true", help="choose λ/ρ (and DDS steps) on the "
+                    "training volume at the --views counts, then evaluate")
+    ap.add_argument("--tune-steps", type=int, nargs="+", default=[50],
+                    help="DDS step counts of the tuning grid (with --tune)")
+    ap.add_argument("--tune-grid", choices=("first", "second"), default="second",
+                    help="(ρ, λ) grid: DDS_GRID (first round) or DDS_GRID2")
+    ap.add_argument("--tune-only", action="store_true", help="stop after tuning (with --json: "
+                    "write the tuned params and every configuration's score)")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel one-thread tuning workers")
     ap.add_argument("--params", type=Path, default=None, help="JSON of tuned parameters")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None, help="panel figure of the first view count")
@@ -218,13 +291,24 @@ def main(argv=None) -> int:
         params.update(json.loads(args.params.read_text()))
         params["mbir_steps"] = args.mbir_steps
     if args.tune:
-        params = tune(args.data, args.weights, 8, params)
-        print("tuned on the training volume:", params, flush=True)
+        params = tune(args.data, args.weights, args.views, params, jobs=args.jobs,
+                      grid=DDS_GRID if args.tune_grid == "first" else DDS_GRID2,
+                      steps_grid=tuple(args.tune_steps),
+                      grid3=DDS3_GRID if args.tune_grid == "second" else ())
+        print("tuned on the training volume:",
+              {k: v for k, v in params.items() if k != "tune_scores"}, flush=True)
+        if args.tune_only:
+            if args.json:
+                args.json.write_text(json.dumps({"tuning_volume": TUNE, "params": params},
+                                                indent=1))
+            return 0
     vol = load_volume(args.data, EVAL)
     print(f"held-out volume {EVAL}: {vol.shape} at 3 mm, [0, 1] window", flush=True)
     results, recons = [], {}
     for views in args.views:
-        if not args.params and not args.tune:
+        if "tv_by_views" in params:
+            params.update(params["tv_by_views"].get(str(views), {}))
+        elif not args.params and not args.tune:
             params.update(TUNED.get(views, {}))
         A = operator(vol, views)
         y = A(torch.from_numpy(vol))
@@ -249,10 +333,12 @@ def main(argv=None) -> int:
         big[:, 32:96, 32:96] = vol
         A = operator(big, 8)
         y = A(torch.from_numpy(big))
-        _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights, chunk=32), steps=50,
-                                             rho=params["dds_rho"], lam=params["dds_lam"]))
-        timing = {"shape": [32, 128, 128], "views": 8, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                  "peak_rss_mib": round(rss)}
+        st = params.get("dds_steps", 50)
+        _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights, chunk=32),
+                                                  steps=st, rho=params["dds_rho"],
+                                                  lam=params["dds_lam"]))
+        timing = {"shape": [32, 128, 128], "views": 8, "steps": st, "wall_s": round(wall, 1),
+                  "cpu_s": round(cpu, 1), "peak_rss_mib": round(rss)}
         print(f"DDS 128x128x32, 8 views: {wall:.1f} s, {rss:.0f} MiB", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"volume": EVAL, "shape": list(vol.shape),

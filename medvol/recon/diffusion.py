@@ -116,7 +116,7 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def _start(A, y, prior: "DiffusionPrior", steps: int, seed: int, circular: bool,
-           normalise: bool):
+           normalise: bool, tv_axes=("z",)):
     """Shared start of both samplers: normalised problem, seeded generator, timestep schedule,
     x_T ~ N(0, I) shaped like ``A.T(y)`` and a fresh ADMM-TV-z state."""
     import torch
@@ -127,13 +127,14 @@ def _start(A, y, prior: "DiffusionPrior", steps: int, seed: int, circular: bool,
     g = torch.Generator().manual_seed(int(seed))
     ts = _schedule(len(prior.abar), steps)
     x = torch.randn(ATy.shape, generator=g, dtype=torch.float32).to(ATy)
-    st = admm_init(torch.zeros_like(ATy), axes=("z",), circular=circular)
+    st = admm_init(torch.zeros_like(ATy), axes=tuple(tv_axes), circular=circular)
     return A, y, ATy, g, ts, x, st
 
 
 def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg: int = 5,
         rho: float = DDS_RHO, lam: float = DDS_LAM, seed: int = 0, circular: bool = False,
-        final_dc: bool = False, normalise: bool = True, progress: bool = False):
+        final_dc: bool = False, normalise: bool = True, progress: bool = False,
+        tv_axes=("z",)):
     """Decomposed Diffusion Sampler: returns the volume in [0, 1] prior units, shaped like
     ``A.T(y)`` (axis −3 is z; the last two axes are the prior's slices).
 
@@ -147,6 +148,9 @@ def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg
     rho, lam : ADMM penalty and TV-z weight (normalised operator).
     seed : seeds the initial noise and the DDIM noise (torch generator on the CPU).
     final_dc : also apply the normalised-Landweber step at the end (off in DDS).
+    tv_axes : axes of the TV term in the ADMM step: ``("z",)`` as in the paper (the prior
+        regularises the slices), ``("z", "y", "x")`` adds in-plane TV (a medvol option for a
+        weak prior).
     """
     import torch
 
@@ -154,7 +158,7 @@ def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg
 
     if not 0.0 <= eta <= 1.0 or n_cg < 1:
         raise InputError(f"need 0 <= eta <= 1 and n_cg >= 1, got eta={eta}, n_cg={n_cg}")
-    A, y, ATy, g, ts, x, st = _start(A, y, prior, steps, seed, circular, normalise)
+    A, y, ATy, g, ts, x, st = _start(A, y, prior, steps, seed, circular, normalise, tv_axes)
     abar = prior.abar
     with _bar(len(ts), "DDS", progress) as advance:
         for i, t in enumerate(ts):

@@ -75,6 +75,27 @@ def test_dds_output_is_data_consistent(prior, problem):
     assert r < 0.2 * r_zero
 
 
+def test_dds_tv_axes_reach_the_admm_state(prior, problem, monkeypatch):
+    """``tv_axes`` sets the TV axes of the ADMM state (z only by default, as the paper), and
+    in-plane TV changes the result."""
+    from medvol.recon import admm_tv
+    from medvol.recon.diffusion import dds
+
+    A, y, _ = problem
+    seen = []
+    real = admm_tv.admm_init
+
+    def spy(x0, **kw):
+        seen.append(tuple(kw["axes"]))
+        return real(x0, **kw)
+
+    monkeypatch.setattr(admm_tv, "admm_init", spy)
+    a = dds(A, y, prior, steps=3, seed=0, lam=1e-2)
+    b = dds(A, y, prior, steps=3, seed=0, lam=1e-2, tv_axes=("z", "y", "x"))
+    assert seen == [("z",), ("z", "y", "x")]
+    assert not torch.allclose(a, b)
+
+
 def test_mbir_keeps_persistent_state_and_final_dc(prior, problem, monkeypatch):
     """The ADMM state is created once per run (split/dual persist across steps) and the final
     data-consistency step runs."""
