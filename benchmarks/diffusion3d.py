@@ -42,9 +42,10 @@ TUNE = "ct/totalseg/abdomen_ct.nii.gz"
 # was best at both). The four pairs ρ ≤ 0.01 × λ ≥ 3e-3 were not run.
 DDS_GRID = tuple((r, l) for r in (0.003, 0.01, 0.03, 0.1) for l in (1e-4, 3e-4, 1e-3)) + \
     ((0.03, 3e-3), (0.03, 1e-2), (0.1, 3e-3), (0.1, 1e-2))
-# second round (new prior, 2026-12-03): DDIM steps 50 or 80 (80: the most that keeps DDS within
-# 5 min at 128² × 32, 8 views, on this CPU) × this 3 × 3 (ρ, λ) grid, at 8 and 4 views; rule:
-# best mean over both view counts of the three planes' mean PSNR (``--tune --tune-steps 50 80``)
+# second round (new prior, 2026-12-03): DDIM steps 50 or 100 (with the prior's CPU chunk of 8
+# slices, 50 / 80 steps took 125 / 208 s at 128² × 32, 8 views, next to a training job: 100
+# fits the 5-min target) × this 3 × 3 (ρ, λ) grid, at 8 and 4 views; rule: best mean over both
+# view counts of the three planes' mean PSNR (``--tune --tune-steps 50 100``)
 DDS_GRID2 = tuple((r, l) for r in (0.01, 0.03, 0.1) for l in (3e-4, 1e-3, 3e-3))
 # DDS with 3D TV in its ADMM step (``tv_axes=("z", "y", "x")``, a medvol option, not the paper's
 # TV-z): its own (ρ, λ) grid, chosen by the same rule; reported as a separate row
@@ -142,17 +143,17 @@ def methods(weights: str | None, params: dict, P):
                        axes=("z", "y", "x"))
 
     def run_dds(A, y):
-        return dds(A, y, load_prior(weights, chunk=32), steps=params.get("dds_steps", 50),
+        return dds(A, y, load_prior(weights), steps=params.get("dds_steps", 50),
                    eta=params["dds_eta"], n_cg=5,
                    rho=params["dds_rho"], lam=params["dds_lam"], seed=0)
 
     def run_dds3(A, y):
-        return dds(A, y, load_prior(weights, chunk=32), steps=params.get("dds3_steps", 50),
+        return dds(A, y, load_prior(weights), steps=params.get("dds3_steps", 50),
                    eta=params["dds_eta"], n_cg=5, rho=params["dds3_rho"], lam=params["dds3_lam"],
                    seed=0, tv_axes=("z", "y", "x"))
 
     def run_mbir(A, y):
-        return mbir(A, y, load_prior(weights, chunk=32), steps=params["mbir_steps"],
+        return mbir(A, y, load_prior(weights), steps=params["mbir_steps"],
                     rho=params["mbir_rho"], lam=params["mbir_lam"], seed=0)
 
     _ = torch
@@ -232,7 +233,7 @@ def tune(data: Path, weights, views_list, params: dict, *, jobs: int = 1,
             if best is None or sc > best[0]:
                 best = (sc, lam)
         params["tv_by_views"][str(v)] = {"tv_lam": best[1], "tv_rho": 10 * best[1]}
-    _TUNE_STATE.update(ops=ops, prior=load_prior(weights, chunk=32))
+    _TUNE_STATE.update(ops=ops, prior=load_prior(weights))
     z, zyx = ("z",), ("z", "y", "x")
     tasks = [(v, st, rho, lam, ax) for ax, g in ((z, grid), (zyx, grid3)) for st in steps_grid
              for rho, lam in g for v in views_list]
@@ -334,7 +335,7 @@ def main(argv=None) -> int:
         A = operator(big, 8)
         y = A(torch.from_numpy(big))
         st = params.get("dds_steps", 50)
-        _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights, chunk=32),
+        _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights),
                                                   steps=st, rho=params["dds_rho"],
                                                   lam=params["dds_lam"]))
         timing = {"shape": [32, 128, 128], "views": 8, "steps": st, "wall_s": round(wall, 1),

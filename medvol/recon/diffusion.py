@@ -55,7 +55,7 @@ class DiffusionPrior:
     config: Any
     abar: Any            # float64 tensor (T,)
     device: Any
-    chunk: int = 16
+    chunk: int = 8
 
     def eps(self, x, t: int):
         """ε̂ for a stack ``x`` (..., ny, nx) in [-1, 1]-space at timestep ``t`` (no grad)."""
@@ -72,18 +72,25 @@ class DiffusionPrior:
         return torch.cat(out, 0).reshape(shp).to(x.dtype)
 
 
-def load_prior(weights: str | None = None, *, device=None, chunk: int = 16) -> DiffusionPrior:
-    """Load shipped (``diffusion_ct``) or given ``.safetensors`` weights of the ε-network."""
+def load_prior(weights: str | None = None, *, device=None,
+               chunk: int | None = None) -> DiffusionPrior:
+    """Load shipped (``diffusion_ct``) or given ``.safetensors`` weights of the ε-network.
+
+    ``chunk``: slices per network call (bounds memory). Default 8 on the CPU — measured
+    fastest there (one thread, 128² slices: 2.4 s per 32 slices at 4–8, 3.8 s at 32, 3.0 s at
+    16) — and 64 on CUDA."""
     import torch
 
     from ..learned.weights import load_weights, shipped_weights
     from ..models.diffusion import DiffusionConfig, alphas_cumprod
 
+    dev = torch.device(device or "cpu")
+    if chunk is None:
+        chunk = 8 if dev.type == "cpu" else 64
     if chunk < 1:
         raise InputError(f"chunk must be at least 1, got {chunk}")
     name = weights or DEFAULT_WEIGHTS
     path = name if str(name).endswith(".safetensors") else shipped_weights(name)
-    dev = torch.device(device or "cpu")
     model, info = load_weights(path, arch="diffusion", device=str(dev))
     model.eval()
     cfg = DiffusionConfig(**{k: (tuple(v) if isinstance(v, list) else v)
