@@ -60,7 +60,7 @@ def recon(
     full_views: int = typer.Option(360, help="Views of the full acquisition (volume input)."),
     filter: str = typer.Option("hann", help="FBP filter: ram-lak | shepp-logan | cosine | hann."),
     n_iter: Optional[int] = typer.Option(None, help="Iterations (default: sirt 200, cgls 30, tv 300; "
-                                         "dds: DDIM steps, 50; mbir: PC steps, 100)."),
+                                         "dds: DDIM steps, 100; mbir: PC steps, 100)."),
     lam: Optional[float] = typer.Option(None, help="TV weight relative to the data scale (default "
                                         "0.02; pdunet: the refinement's, default 0.1)."),
     refine: Optional[int] = typer.Option(None, min=0, help="pdunet: TV iterations run from the "

@@ -8,7 +8,8 @@ the TV along z inside the ADMM step. Images are in the prior's units: HU through
 :data:`~medvol.recon.diffusion_data.HU_WINDOW` → [0, 1], i.e. ``u = μ / (2 μ_water)`` for
 attenuation data (exact inside the window).
 
-:func:`dds` — Decomposed Diffusion Sampler (Chung, Lee, Ye, ICLR 2024): ``steps`` DDIM steps;
+:func:`dds` — Decomposed Diffusion Sampler (Chung, Lee, Ye, ICLR 2024): ``steps`` DDIM steps
+(default 100, chosen on the training volume; the paper uses 50 and 100);
 at each, the Tweedie estimate x̂₀ from ε̂ (no back-propagation through the network) is the warm
 start of one ADMM iteration with ``n_cg`` CG steps (split and dual persisting), then the DDIM
 update with stochasticity ``eta``; the last step returns the data-consistent x̂₀.
@@ -23,9 +24,9 @@ slice, vs. 2000 × 2 in the paper): a documented deviation.
 
 ρ and λ refer to the normalised operator ``A/‖A‖`` (see
 :func:`~medvol.recon.admm_tv.normalised_operator`), so they do not depend on pixel size or
-number of views. Defaults: λ = 1e-4, the 3D ADMM-TV weight that scored best at 8 views on the
-training volume ``abdomen_ct`` (``benchmarks/diffusion3d.py``), and ρ = 100 λ (soft threshold
-λ/ρ = 0.01 ≈ 20 HU on z-differences); not tuned further for the samplers.
+number of views. Defaults (both samplers): ρ = 0.03, λ = 1e-3 (soft threshold λ/ρ ≈ 0.033 ≈
+67 HU on z-differences), and 100 DDS steps — chosen on the training volume ``abdomen_ct`` at 8
+and 4 views by ``benchmarks/diffusion3d.py --tune`` (never on the evaluation volume).
 Seeded (same seed → same output on the same device), progress bar, CPU or CUDA.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = ["DEFAULT_WEIGHTS", "DiffusionPrior", "load_prior", "dds", "mbir", "pa
 
 DEFAULT_WEIGHTS = "diffusion_ct"
 DDS_RHO, DDS_LAM = 0.03, 1e-3      # chosen on the training volume (benchmarks/diffusion3d.py)
+DDS_STEPS = 100                    # the same choice (50 or 100; 100 fits 5 min at 128² × 32)
 MBIR_RHO, MBIR_LAM = 0.03, 1e-3    # the same values (as --tune sets them)
 
 
@@ -138,7 +140,7 @@ def _start(A, y, prior: "DiffusionPrior", steps: int, seed: int, circular: bool,
     return A, y, ATy, g, ts, x, st
 
 
-def dds(A, y, prior: DiffusionPrior, *, steps: int = 50, eta: float = 0.85, n_cg: int = 5,
+def dds(A, y, prior: DiffusionPrior, *, steps: int = DDS_STEPS, eta: float = 0.85, n_cg: int = 5,
         rho: float = DDS_RHO, lam: float = DDS_LAM, seed: int = 0, circular: bool = False,
         final_dc: bool = False, normalise: bool = True, progress: bool = False,
         tv_axes=("z",)):
@@ -319,7 +321,7 @@ def _run(sampler, A, y, *, weights, progress, n_iter=None, **_):
 
 
 def run_dds(A, y, **kw):
-    """Registry entry ``dds`` (``n_iter`` = DDIM steps, default 50); μ in, μ out."""
+    """Registry entry ``dds`` (``n_iter`` = DDIM steps, default :data:`DDS_STEPS`); μ in, μ out."""
     return _run(dds, A, y, **kw)
 
 

@@ -264,7 +264,8 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                               "lr": cfg_run.get("lr")},
                        overwrite=True)
     if history:
-        save_loss_curve(history, export / "diffusion_ct_loss.png", title="diffusion prior ε-MSE")
+        save_loss_curve(history, export / "diffusion_ct_loss.png", smooth=200, log_y=True,
+                        title="diffusion prior eps-MSE (moving average 200)")
     save_samples_png(model, cfg, export / "diffusion_ct_samples.png")
     (export / "diffusion_ct_metrics.json").write_text(json.dumps(
         {"step": int(info["step"]) + int(init.get("steps", 0)), "steps_this_run": int(info["step"]),

@@ -239,9 +239,9 @@ register_method("pdunet", _pdunet, learned=True, default_weights="pdunet_ct_x16"
                 task=_pdunet_task, refines=True,
                 description="PD-UNet / Learned Primal-Dual with shipped or given weights, then "
                 "--refine TV iterations from its output (20 for pdunet_ct_x16)")
-register_method("dds", "medvol.recon.diffusion:run_dds", learned=True, default_n_iter=50,
+register_method("dds", "medvol.recon.diffusion:run_dds", learned=True, default_n_iter=100,
                 default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
-                description="DDS: 2D diffusion prior + ADMM/CG TV-z data consistency, 50 DDIM "
+                description="DDS: 2D diffusion prior + ADMM/CG TV-z data consistency, 100 DDIM "
                 "steps by default (--n-iter)")
 register_method("mbir", "medvol.recon.diffusion:run_mbir", learned=True, default_n_iter=100,
                 default_weights="diffusion_ct", task="medvol.recon.diffusion:diffusion_task",
