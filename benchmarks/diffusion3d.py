@@ -109,6 +109,11 @@ def plane_scores(x: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
+def mean_psnr(x, ref: np.ndarray) -> float:
+    """The tuning score: mean over the three planes of :func:`plane_scores`' PSNR."""
+    return float(np.mean([v[0] for v in plane_scores(np.asarray(x), ref).values()]))
+
+
 def _in_child(fn):
     """Run ``fn()`` in a forked child; return (result ndarray, wall s, peak RSS MiB, CPU s)."""
     import multiprocessing as mp
@@ -148,12 +153,12 @@ def methods(weights: str | None, params: dict, P):
                        axes=("z", "y", "x"))
 
     def run_dds(A, y):
-        return dds(A, y, load_prior(weights), steps=params.get("dds_steps", 50),
+        return dds(A, y, load_prior(weights), steps=params["dds_steps"],
                    eta=params["dds_eta"], n_cg=5,
                    rho=params["dds_rho"], lam=params["dds_lam"], seed=0)
 
     def run_dds3(A, y):
-        return dds(A, y, load_prior(weights), steps=params.get("dds3_steps", 50),
+        return dds(A, y, load_prior(weights), steps=params["dds3_steps"],
                    eta=params["dds_eta"], n_cg=5, rho=params["dds3_rho"], lam=params["dds3_lam"],
                    seed=0, tv_axes=("z", "y", "x"))
 
@@ -194,8 +199,7 @@ def _tune_worker(args):
     from medvol.recon.diffusion import dds
 
     x = dds(A, y, _TUNE_STATE["prior"], steps=steps, rho=rho, lam=lam, seed=0, tv_axes=axes)
-    s = plane_scores(np.asarray(x), vol)
-    return args, float(np.mean([v[0] for v in s.values()]))
+    return args, mean_psnr(x, vol)
 
 
 _TUNE_STATE: dict = {}
@@ -221,18 +225,14 @@ def tune(data: Path, weights, views_list, params: dict, *, jobs: int = 1,
         A = operator(vol, v)
         ops[v] = (A, A(torch.from_numpy(vol)), vol)
 
-    def score(x):
-        s = plane_scores(np.asarray(x), vol)
-        return float(np.mean([v[0] for v in s.values()]))
-
     params = dict(params, tv_by_views={})
     scores = {"admm_tv": [], "dds": []}
     for v in views_list:
         A, y, _ = ops[v]
         best = None
         for lam in (3e-5, 1e-4, 3e-4, 1e-3, 3e-3):
-            sc = score(admm_tv(A, y, lam=lam, rho=10 * lam, n_outer=30, n_cg=10,
-                               axes=("z", "y", "x")))
+            sc = mean_psnr(admm_tv(A, y, lam=lam, rho=10 * lam, n_outer=30, n_cg=10,
+                                   axes=("z", "y", "x")), vol)
             scores["admm_tv"].append({"views": v, "lam": lam, "psnr": round(sc, 3)})
             print(f"  tune ADMM-TV {v} views lam={lam:g}: {sc:.2f} dB", flush=True)
             if best is None or sc > best[0]:
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
         big[:, 32:96, 32:96] = vol
         A = operator(big, 8)
         y = A(torch.from_numpy(big))
-        st = params.get("dds_steps", 50)
+        st = params["dds_steps"]
         _, wall, rss, cpu = _in_child(lambda: dds(A, y, load_prior(args.weights),
                                                   steps=st, rho=params["dds_rho"],
                                                   lam=params["dds_lam"]))

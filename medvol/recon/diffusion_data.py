@@ -172,18 +172,18 @@ def train_diffusion(data=None, *, runs: Path, steps: int = 4000, batch: int = 8,
     slices = load_training_slices(data, split="train")
     torch.manual_seed(seed)
     init_info = None
-    if init is not None:
+    if init is not None:       # the init file's network and config (validated by the loader)
+        from ..learned.registry import make_config
         from ..learned.weights import load_weights
+        from ..models.diffusion import DiffusionConfig
 
-        init_model, init_info = load_weights(init, arch="diffusion")
-        if config is not None and config_to_dict(build_model("diffusion", config)[1]) \
-                != config_to_dict(build_model("diffusion", init_info.config)[1]):
+        model, init_info = load_weights(init, arch="diffusion")
+        cfg = make_config(DiffusionConfig, init_info.config)
+        if config is not None and make_config(DiffusionConfig, config) != cfg:
             raise InputError("config differs from the config of the --init weights",
                              path=Path(init), hint="drop the config or pick matching weights")
-        config = init_info.config
-    model, cfg = build_model("diffusion", config)
-    if init_info is not None:
-        model.load_state_dict(init_model.state_dict())
+    else:
+        model, cfg = build_model("diffusion", config)
     abar = alphas_cumprod(cfg).float()
     T = int(cfg.n_train_timesteps)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -247,7 +247,9 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
     history = history if history is not None else info.get("history", [])
     train_s = train_s if train_s is not None else info.get("train_seconds", 0.0)
     n_train = cfg_run.get("n_slices")
-    init = cfg_run.get("init") or {}
+    run_steps = int(info["step"])
+    init_steps = int((cfg_run.get("init") or {}).get("steps", 0))
+    init_s = float((cfg_run.get("init") or {}).get("train_s", 0.0))
     out = save_weights(export / "diffusion_ct.safetensors", model, arch="diffusion", config=cfg,
                        task="ct-slice-prior",
                        data={"sources": list(SOURCES), "held_out": HELD_OUT,
@@ -255,11 +257,9 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                              "n_train_slices": n_train,
                              "val": val_note},
                        metrics={"denoise_psnr_val": table},
-                       extra={"steps": int(info["step"]) + int(init.get("steps", 0)),
-                              "train_s": round(float(train_s) + float(init.get("train_s", 0.0)),
-                                               1),
-                              "steps_this_run": int(info["step"]),
-                              "init_steps": int(init.get("steps", 0)),
+                       extra={"steps": run_steps + init_steps,
+                              "train_s": round(float(train_s) + init_s, 1),
+                              "steps_this_run": run_steps, "init_steps": init_steps,
                               "batch": cfg_run.get("batch"), "crop": cfg_run.get("crop"),
                               "lr": cfg_run.get("lr")},
                        overwrite=True)
@@ -268,8 +268,8 @@ def export_run(run_dir, export, *, data=None, history=None, train_s=None) -> Pat
                         title="diffusion prior eps-MSE (moving average 200)")
     save_samples_png(model, cfg, export / "diffusion_ct_samples.png")
     (export / "diffusion_ct_metrics.json").write_text(json.dumps(
-        {"step": int(info["step"]) + int(init.get("steps", 0)), "steps_this_run": int(info["step"]),
-         "train_s": train_s, "denoise_psnr_val": table}, indent=1))
+        {"step": run_steps + init_steps, "steps_this_run": run_steps, "train_s": train_s,
+         "denoise_psnr_val": table}, indent=1))
     return out
 
 
