@@ -40,7 +40,7 @@ def register(
                                              "same seed, same result."),
     refine: Optional[int] = typer.Option(None, min=0, help="micdir/voxelmorph: instance-"
                                          "optimisation steps on the pair (half then full "
-                                         "resolution; LNCC or MI + smoothness + inverse "
+                                         "resolution; LNCC or MIND + smoothness + inverse "
                                          "consistency). Default 40 (half at full resolution); "
                                          "--task hippocampus: 2 at half resolution (chosen on "
                                          "its validation pairs); 0 = the net's prediction only."),
@@ -49,6 +49,15 @@ def register(
                                               "resolution (default: half of them, none for --task "
                                               "hippocampus; 0: all at half "
                                               "resolution, about 10x cheaper per step)."),
+    similarity: Optional[str] = typer.Option(None, help="micdir/voxelmorph: the refinement's "
+                                             "similarity: lncc | mi | mind (default: lncc for "
+                                             "--modality intra, mind (MIND-SSC) for inter)."),
+    grid_mm: Optional[float] = typer.Option(None, "--grid-mm", min=0.0, help="micdir/voxelmorph: "
+                                            "run the net and its refinement on an isotropic grid "
+                                            "of this spacing over the fixed image (at most the "
+                                            "model grid's field of view); default the weights' "
+                                            "model grid, 2.0 for --task synth; 0 = the model "
+                                            "grid."),
     task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
                                        "<method>_<task> (intra, inter, hippocampus, ixi, synth); "
                                        "default: the modality's."),
@@ -64,7 +73,7 @@ def register(
         path = run_register(fixed, moving, out, method=method, modality=modality, labels_path=labels,
                             fixed_labels_path=fixed_labels, weights=weights, prealign=prealign,
                             overwrite=overwrite, seed=seed, refine=refine, task=task,
-                            refine_full=refine_full)
+                            refine_full=refine_full, similarity=similarity, grid_mm=grid_mm)
     from .._text import sanitize
 
     typer.echo(sanitize(f"wrote {path}"))

@@ -20,8 +20,8 @@ import numpy as np
 from ..errors import InputError, WeightsError
 from ..volume import Volume
 
-__all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "register_learned", "lps_mm_to_voxel_ddf",
-           "run_net"]
+__all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "inference_grid",
+           "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
 
 METHODS = ("micdir", "voxelmorph")
 
@@ -77,6 +77,28 @@ def _centroid_grid(fixed: Volume, shape, spacing) -> Volume:
     return model_grid(fixed.index_to_world(idx), fixed.direction, shape=shape, spacing=spacing)
 
 
+def inference_grid(fixed: Volume, model, meta, grid_mm: float | None = None) -> Volume:
+    """The grid a learned net (and its refinement) runs on: the model grid of the weights
+    (``meta.task``: ``grid_shape`` at ``grid_spacing_mm``) centred on the fixed image's intensity
+    centroid, or with ``grid_mm`` an isotropic grid of that spacing covering the fixed image's
+    extent, at most the model grid's field of view, each size rounded up to the net's divisor.
+    ``grid_mm`` below half the model spacing is refused (the grid could grow 8× and more)."""
+    task = meta.task if hasattr(meta, "task") else {}
+    shape = tuple(int(n) for n in task.get("grid_shape", (64, 80, 64)))
+    spacing = float(task.get("grid_spacing_mm", 2.5))
+    if grid_mm is not None:
+        g = float(grid_mm)
+        if not g >= 0.5 * spacing:
+            raise InputError(f"grid spacing {grid_mm} mm is finer than half the model grid's "
+                             f"{spacing:g} mm", hint=f"use --grid-mm {0.5 * spacing:g} or more")
+        div = int(getattr(model, "divisor", 16))
+        ext = np.asarray(fixed.shape, float) * np.asarray(tuple(reversed(fixed.spacing)), float)
+        fov = np.asarray(shape, float) * spacing
+        n = np.ceil(np.minimum(ext, fov) / g / div).astype(int) * div
+        shape, spacing = tuple(int(v) for v in np.maximum(n, div)), g
+    return _centroid_grid(fixed, shape, spacing)
+
+
 @dataclass
 class LearnedResult:
     disp_mm: np.ndarray     # (z, y, x, 3) LPS mm on the fixed grid
@@ -102,14 +124,21 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", weights=None, prealign: bool = False,
                      model=None, meta=None, device: str = "cpu", seed: int = 0,
                      refine: int = 0, task: str | None = None,
-                     refine_full: int | None = None) -> LearnedResult:
+                     refine_full: int | None = None, similarity: str | None = None,
+                     refine_settings=None, grid_mm: float | None = None) -> LearnedResult:
     """Register ``moving`` to ``fixed`` with a learned net; the field is on the fixed grid.
 
     ``seed``: the affine pre-alignment's metric-sampling seed (same seed, same result).
     ``refine``: instance-optimisation steps on the pair (:mod:`medvol.registration.refine`;
-    LNCC intramodal, MI intermodal); 0 = the net's prediction only; ``refine_full``: how many of
-    them at full resolution (default half; 0 = all at half resolution). ``task``: shipped weights
-    ``<method>_<task>.safetensors`` (default: the modality's, ``<method>_<modality>``).
+    LNCC intramodal, MIND-SSC intermodal by default); 0 = the net's prediction only;
+    ``refine_full``: how many of them at full resolution (default half; 0 = all at half resolution). ``similarity``: the
+    refinement's similarity (default :func:`medvol.registration.refine.default_similarity` of the
+    modality); ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings`.
+    ``grid_mm``: run the net and its refinement on an isotropic grid of this spacing over the
+    fixed image (:func:`inference_grid`); ``None``: the task's default
+    (:func:`medvol.registration.refine.default_grid_mm`), 0: the weights' own model grid.
+    ``task``: shipped weights ``<method>_<task>.safetensors`` (default: the modality's,
+    ``<method>_<modality>``).
     """
     import time
 
@@ -120,10 +149,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     t0 = time.perf_counter()
     if model is None:
         model, meta = load_model(method, task or modality, weights, device=device)
-    task = meta.task if hasattr(meta, "task") else {}
-    shape = tuple(task.get("grid_shape", (64, 80, 64)))
-    spacing = float(task.get("grid_spacing_mm", 2.5))
-    grid = _centroid_grid(fixed, shape, spacing)
+    from .refine import default_grid_mm
+
+    grid = inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm))
     aff = None
     if prealign:
         aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi",
@@ -132,11 +160,11 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     m = resample_to(moving, grid, transform=aff)
     fn, mn = normalize_intensity(f), normalize_intensity(m)
     if refine and int(refine) > 0:
-        from .refine import refine_arrays
+        from .refine import default_similarity, refine_arrays
 
         ddf, warped = refine_arrays(model, fn, mn, steps=int(refine),
-                                    similarity="lncc" if modality == "intra" else "mi",
-                                    full_steps=refine_full)
+                                    similarity=similarity or default_similarity(modality),
+                                    full_steps=refine_full, settings=refine_settings)
     else:
         ddf, warped = run_net(model, fn, mn, device)
     u_grid = voxel_ddf_to_lps_mm(ddf, grid)                       # (z, y, x, 3) on the model grid

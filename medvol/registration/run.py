@@ -71,8 +71,9 @@ def warp_volume(moving: Volume, disp_mm: np.ndarray, fixed: Volume, *, interp: s
 def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
                      modality: str = "intra", labels: Volume | None = None, weights=None,
                      prealign: bool = True, seed: int = 0, refine: int | None = None,
-                     task: str | None = None,
-                     refine_full: int | None = None) -> RegistrationResult:
+                     task: str | None = None, refine_full: int | None = None,
+                     similarity: str | None = None,
+                     grid_mm: float | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed``.
 
     Parameters
@@ -93,6 +94,11 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         those steps run at full resolution (``None``: the task's default, else half of them; 0:
         all at half resolution, the fast budget). task : learned methods:
         shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``).
+    similarity : learned methods: the refinement's similarity (``lncc``, ``mi``, ``mind``;
+        default :func:`medvol.registration.refine.default_similarity` of the modality).
+    grid_mm : learned methods: the spacing of the grid the net and its refinement run on
+        (``None``: the task's default, :func:`medvol.registration.refine.default_grid_mm`;
+        0: the weights' model grid).
 
     Returns
     -------
@@ -112,15 +118,18 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
 
-        from .refine import default_refine
+        from .refine import default_grid_mm, default_refine, default_similarity
 
         n_ref, n_full = default_refine(task, refine, refine_full)
+        sim = similarity or default_similarity(modality)
+        gmm = default_grid_mm(task, grid_mm)
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
                              prealign=prealign, seed=seed, refine=n_ref, task=task,
-                             refine_full=n_full)
+                             refine_full=n_full, similarity=sim, grid_mm=gmm or 0)
         u = r.disp_mm
         info["refine_steps"] = n_ref
         info["refine_full_res_steps"] = n_full
+        info["refine_similarity"] = sim
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline
@@ -212,7 +221,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
                  fixed_labels_path: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None, prealign: bool = True,
                  overwrite: bool = False, seed: int = 0, refine: int | None = None,
-                 task: str | None = None, refine_full: int | None = None) -> Path:
+                 task: str | None = None, refine_full: int | None = None,
+                 similarity: str | None = None, grid_mm: float | None = None) -> Path:
     """The ``medvol register`` job: read, register, write outputs + report + manifest into ``out``.
 
     ``labels_path``: labels of the moving image (warped and written); ``fixed_labels_path``: labels
@@ -239,14 +249,17 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
     if flabels is not None and not flabels.same_grid(fixed):
         raise InputError("fixed labels are not on the fixed image's grid", path=fixed_labels_path)
     if method in ("micdir", "voxelmorph"):
-        from .refine import default_refine
+        from .refine import default_grid_mm, default_refine, default_similarity
 
         # the manifest records the values used
         refine, refine_full = default_refine(task, refine, refine_full)
+        similarity = similarity or default_similarity(modality)
+        grid_mm = default_grid_mm(task, grid_mm) or 0.0
     man = Manifest("register", {"method": method, "modality": modality, "prealign": prealign,
                                 "seed": seed, "weights": str(weights) if weights else "shipped",
                                 "refine": refine, "task": task,
-                                "refine_full": refine_full})
+                                "refine_full": refine_full, "similarity": similarity,
+                                "grid_mm": grid_mm})
     man.add_input(fixed_path, name="fixed")
     man.add_input(moving_path, name="moving")
     if labels_path:
@@ -255,7 +268,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
         man.add_input(fixed_labels_path, name="fixed_labels")
     res = register_volumes(fixed, moving, method=method, modality=modality, labels=labels,
                            weights=weights, prealign=prealign, seed=seed, refine=refine,
-                           task=task, refine_full=refine_full)
+                           task=task, refine_full=refine_full, similarity=similarity,
+                           grid_mm=grid_mm)
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))
