@@ -297,7 +297,7 @@ def main(argv=None) -> None:
                     help="take the shard's jobs last-first (a second worker on the same shard)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="fine-tune only these inits (e.g. random while pre-training runs)")
-    ap.add_argument("--pretrain-s", type=float, default=1500.0,
+    ap.add_argument("--pretrain-s", type=float, default=4800.0,
                     help="training-time budget per pre-training method (s)")
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--lr", type=float, default=5e-4)
