@@ -30,9 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["DEFAULT_REFINE", "TASK_REFINE", "RefineSettings", "default_grid_mm", "default_refine",
-           "default_similarity",
-           "full_res_steps",
-           "mind_ssc", "predict_velocity", "refine_pair", "refine_arrays"]
+           "default_similarity", "full_res_steps", "mind_ssc", "predict_velocity", "refine_pair",
+           "refine_arrays"]
 
 DEFAULT_REFINE = 40
 # (steps, full-resolution steps) chosen on a task's VALIDATION pairs (never its test pairs):
@@ -178,15 +177,25 @@ def _similarity(name: str, kernel: int, dilation: int = 1):
         elif name == "mi":
             f = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
         elif name == "mind":
+            fixed_desc = [None, None]     # (fixed tensor, its descriptor): fixed in every step
+
             def f(warped, fixed):
-                return ((mind_ssc(warped, dilation=dilation)
-                         - mind_ssc(fixed, dilation=dilation)) ** 2).mean()
+                if fixed_desc[0] is not fixed:
+                    fixed_desc[:] = [fixed, mind_ssc(fixed, dilation=dilation)]
+                return ((mind_ssc(warped, dilation=dilation) - fixed_desc[1]) ** 2).mean()
         else:
             from ..errors import InputError
 
             raise InputError(f"unknown refinement similarity {name!r}",
                              hint="use lncc, mi or mind")
-    return lambda fixed, warped: f(warped.clamp(0, 1), fixed.clamp(0, 1))
+    clamped = [None, None]                # the fixed image is the same tensor in every step
+
+    def sim(fixed, warped):
+        if clamped[0] is not fixed:
+            clamped[:] = [fixed, fixed.clamp(0, 1)]
+        return f(warped.clamp(0, 1), clamped[1])
+
+    return sim
 
 
 def _optimise(v_init, fixed, moving, integrate, sim, steps: int, s: RefineSettings):
