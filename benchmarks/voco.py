@@ -24,7 +24,7 @@ uses ``--ft-steps`` / ``--ft-lr``.
     random initialisation.
 (b) Fine-tuning: MONAI BasicUNet, encoder from VoCo / from the masked-volume-reconstruction
     baseline (same pool, region, optimiser, training-time budget) / random; decoder random and
-    identical for equal seeds; equal fine-tuning steps; seeds 0, 1, 2; Dice (mean of labels 1 and
+    identical for equal seeds; equal fine-tuning steps; seeds 0 … ``--seeds``−1 (default 3); Dice (mean of labels 1 and
     2, native grid) per test subject. Paired differences: per seed (difference of the test-set
     means, mean ± std over seeds) and per subject (mean over seeds; Wilcoxon signed-rank).
 (c) Speed and memory at the default small config: steps/s of the real run (shared 2-core CPU,
@@ -165,8 +165,8 @@ def _pretrain(args, method: str) -> dict:
     return s
 
 
-def _jobs():
-    return [(m, n, seed) for seed in (0, 1, 2) for n in LABELS for m in METHODS]
+def _jobs(n_seeds: int = 3):
+    return [(m, n, seed) for seed in range(n_seeds) for n in LABELS for m in METHODS]
 
 
 def _finetune(args) -> None:
@@ -183,7 +183,7 @@ def _finetune(args) -> None:
     pools = {n: load_hippocampus_labelled(args.data, sp[f"finetune_{n}"]) for n in LABELS}
     out = Path(args.run_dir) / "finetune"
     out.mkdir(parents=True, exist_ok=True)
-    jobs = list(enumerate(_jobs()))
+    jobs = list(enumerate(_jobs(args.seeds)))
     for j, (m, n, seed) in (jobs[::-1] if args.reverse else jobs):
         f = out / f"{m}_{n}_{seed}.json"
         if j % n_shards != i or f.exists() or m not in args.methods:
@@ -245,13 +245,13 @@ def _report(args) -> str:
                     + (f", encoder frozen for the first {fz}" if fz else "")
                     for n, (st, lr, fz) in ((n, _recipe(args, n)) for n in LABELS))
     lines += [f"### (b) Fine-tuning: hippocampus Dice (mean of labels 1, 2) on the 50-subject "
-              f"test set ({rec}; the same for every init), seeds 0–2", "",
+              f"test set ({rec}; the same for every init), seeds 0–{args.seeds - 1}", "",
               "| labelled subjects | init | Dice mean ± std over seeds | paired Δ vs random, per "
               "seed | per-subject Δ vs random (mean, wins/50, Wilcoxon p) | Δ vs MVR per seed |",
               "|---|---|---|---|---|---|"]
     for n in LABELS:
         for m in ("random", "mvr", "voco"):
-            seeds = [s for s in (0, 1, 2) if (m, n, s) in res]
+            seeds = [s for s in range(args.seeds) if (m, n, s) in res]
             if not seeds:
                 continue
             means = [res[(m, n, s)].mean() for s in seeds]
@@ -300,6 +300,8 @@ def main(argv=None) -> None:
     ap.add_argument("--pretrain-s", type=float, default=4800.0,
                     help="training-time budget per pre-training method (s)")
     ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="fine-tuning seeds per (init, label count); the report pairs them by seed")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--ft-steps", type=int, default=150,
                     help="fine-tuning steps when RUN/recipes.json (--stage validate) is absent")
