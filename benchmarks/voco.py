@@ -24,8 +24,8 @@ uses ``--ft-steps`` / ``--ft-lr``.
     random initialisation.
 (b) Fine-tuning: MONAI BasicUNet, encoder from VoCo / from the masked-volume-reconstruction
     baseline (same pool, region, optimiser, training-time budget) / random; decoder random and
-    identical for equal seeds; equal fine-tuning steps; seeds 0 … ``--seeds``−1 (default 3); Dice (mean of labels 1 and
-    2, native grid) per test subject. Paired differences: per seed (difference of the test-set
+    identical for equal seeds; equal fine-tuning steps; seeds 0 … ``--seeds``−1 (default 3);
+    Dice (mean of labels 1 and 2, native grid) per test subject. Paired differences: per seed (difference of the test-set
     means, mean ± std over seeds) and per subject (mean over seeds; Wilcoxon signed-rank).
 (c) Speed and memory at the default small config: steps/s of the real run (shared 2-core CPU,
     one torch thread) and peak RSS (``resource.getrusage``) of each pre-training process.

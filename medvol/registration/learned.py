@@ -133,7 +133,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     LNCC intramodal, MIND-SSC intermodal by default); 0 = the net's prediction only;
     ``refine_full``: how many of them at full resolution (default half; 0 = all at half
     resolution). ``similarity``: the refinement's similarity (default
-    :func:`medvol.registration.refine.default_similarity` of the modality); ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings`.
+    :func:`medvol.registration.refine.default_similarity` of the modality);
+    ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings`.
     ``grid_mm``: run the net and its refinement on an isotropic grid of this spacing over the
     fixed image (:func:`inference_grid`); ``None``: the task's default
     (:func:`medvol.registration.refine.default_grid_mm`), 0: the weights' own model grid.
