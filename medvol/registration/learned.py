@@ -107,6 +107,7 @@ class LearnedResult:
     warped_grid: np.ndarray  # moving warped on the model grid (normalised intensities)
     fixed_grid: np.ndarray
     seconds: float
+    similarity: str = ""     # the refinement similarity resolved for this call (manifest)
 
 
 def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = "cpu") -> tuple:
@@ -150,7 +151,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     t0 = time.perf_counter()
     if model is None:
         model, meta = load_model(method, task or modality, weights, device=device)
-    from .refine import default_grid_mm
+    from .refine import default_grid_mm, default_similarity
+
+    similarity = similarity or default_similarity(modality)
 
     grid = inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm))
     aff = None
@@ -161,10 +164,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     m = resample_to(moving, grid, transform=aff)
     fn, mn = normalize_intensity(f), normalize_intensity(m)
     if refine and int(refine) > 0:
-        from .refine import default_similarity, refine_arrays
+        from .refine import refine_arrays
 
-        ddf, warped = refine_arrays(model, fn, mn, steps=int(refine),
-                                    similarity=similarity or default_similarity(modality),
+        ddf, warped = refine_arrays(model, fn, mn, steps=int(refine), similarity=similarity,
                                     full_steps=refine_full, settings=refine_settings)
     else:
         ddf, warped = run_net(model, fn, mn, device)
@@ -181,4 +183,5 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
         mat = np.array(aff.GetMatrix()).reshape(3, 3)
         u = transform_to_field(aff, fixed) + u @ mat.T
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
-                         fixed_grid=fn, seconds=time.perf_counter() - t0)
+                         fixed_grid=fn, seconds=time.perf_counter() - t0,
+                         similarity=similarity)

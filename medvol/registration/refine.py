@@ -166,6 +166,8 @@ def mind_ssc(img, radius: int = 1, dilation: int = 2):
 
 
 def _similarity(name: str, kernel: int, dilation: int = 1):
+    """``prepare(fixed) -> loss(warped)``: the fixed image is clamped to [0, 1] (and, for
+    ``mind``, described by MIND-SSC) once per resolution level, not in every Adam step."""
     import warnings
 
     from monai.losses import GlobalMutualInformationLoss, LocalNormalizedCrossCorrelationLoss
@@ -176,29 +178,29 @@ def _similarity(name: str, kernel: int, dilation: int = 1):
             f = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=int(kernel))
         elif name == "mi":
             f = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
-        elif name == "mind":
-            fixed_desc = [None, None]     # (fixed tensor, its descriptor): fixed in every step
-
-            def f(warped, fixed):
-                if fixed_desc[0] is not fixed:
-                    fixed_desc[:] = [fixed, mind_ssc(fixed, dilation=dilation)]
-                return ((mind_ssc(warped, dilation=dilation) - fixed_desc[1]) ** 2).mean()
-        else:
+        elif name != "mind":
             from ..errors import InputError
 
             raise InputError(f"unknown refinement similarity {name!r}",
                              hint="use lncc, mi or mind")
-    clamped = [None, None]                # the fixed image is the same tensor in every step
 
-    def sim(fixed, warped):
-        if clamped[0] is not fixed:
-            clamped[:] = [fixed, fixed.clamp(0, 1)]
-        return f(warped.clamp(0, 1), clamped[1])
+    def prepare(fixed):
+        fc = fixed.clamp(0, 1)
+        if name == "mind":
+            fd = mind_ssc(fc, dilation=dilation)
 
-    return sim
+            def mind_loss(warped):
+                return ((mind_ssc(warped.clamp(0, 1), dilation=dilation) - fd) ** 2).mean()
+
+            return mind_loss
+        return lambda warped: f(warped.clamp(0, 1), fc)
+
+    return prepare
 
 
-def _optimise(v_init, fixed, moving, integrate, sim, steps: int, s: RefineSettings):
+def _optimise(v_init, moving, integrate, sim, steps: int, s: RefineSettings):
+    """``steps`` Adam steps on the velocity ``v_init``; ``sim(warped)``: the level's
+    similarity loss (its fixed image prepared by :func:`_similarity`)."""
     import torch
 
     from ..models.micdir import grad_l2, warp
@@ -207,7 +209,7 @@ def _optimise(v_init, fixed, moving, integrate, sim, steps: int, s: RefineSettin
     opt = torch.optim.Adam([v], lr=float(s.lr))
     for _ in range(int(steps)):
         u = integrate(v)
-        loss = sim(fixed, warp(moving, u)) + s.w_smooth * grad_l2(u)
+        loss = sim(warp(moving, u)) + s.w_smooth * grad_l2(u)
         if s.w_ic > 0:
             ub = integrate(-v)
             loss = loss + s.w_ic * ((u + warp(ub, u, padding_mode="border")) ** 2).mean()
@@ -236,7 +238,7 @@ def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity
     v0, integrate = predict_velocity(model, fixed, moving)
     steps = int(steps)
     if steps > 0:
-        sim = _similarity(similarity, s.lncc_kernel, s.mind_dilation)
+        prepare = _similarity(similarity, s.lncc_kernel, s.mind_dilation)
         with torch.enable_grad():
             n_full = full_res_steps(steps, full_steps)
             n_half = steps - n_full
@@ -247,10 +249,10 @@ def refine_pair(model, fixed, moving, *, steps: int = DEFAULT_REFINE, similarity
                 fh = F.interpolate(fixed, size=half, mode="trilinear", align_corners=True)
                 mh = F.interpolate(moving, size=half, mode="trilinear", align_corners=True)
                 vh0 = resize_field(v0, half)
-                vh = _optimise(vh0, fh, mh, integrate, sim, n_half, s)
+                vh = _optimise(vh0, mh, integrate, prepare(fh), n_half, s)
                 v = v0 + resize_field(vh - vh0, full)
             if n_full > 0:
-                v = _optimise(v, fixed, moving, integrate, sim, n_full, s)
+                v = _optimise(v, moving, integrate, prepare(fixed), n_full, s)
     else:
         v = v0
     with torch.no_grad():

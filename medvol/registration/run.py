@@ -118,17 +118,17 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if method in ("micdir", "voxelmorph"):
         from .learned import register_learned
 
-        from .refine import default_refine, default_similarity
+        from .refine import default_refine
 
         n_ref, n_full = default_refine(task, refine, refine_full)
-        # register_learned resolves the similarity and grid defaults itself (same task)
+        # register_learned resolves the similarity and grid defaults and returns them
         r = register_learned(fixed, moving, method=method, modality=modality, weights=weights,
                              prealign=prealign, seed=seed, refine=n_ref, task=task,
                              refine_full=n_full, similarity=similarity, grid_mm=grid_mm)
         u = r.disp_mm
         info["refine_steps"] = n_ref
         info["refine_full_res_steps"] = n_full
-        info["refine_similarity"] = similarity or default_similarity(modality)
+        info["refine_similarity"] = r.similarity
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline
