@@ -148,8 +148,9 @@ def _pretrain(args, method: str) -> dict:
     info = read_checkpoint_info(run) or {}
     left = max(1.0, args.pretrain_s - float(info.get("train_seconds", 0.0)))
     export = Path(args.run_dir) / f"{method}.safetensors"
-    common = dict(sources=["hippocampus"], steps=args.max_steps, run_dir=run, time_limit_s=left,
-                  export=export, overwrite=True, seed=0, progress=True, checkpoint_every=50)
+    common = dict(sources=args.sources.split(","), steps=args.max_steps, run_dir=run,
+                  time_limit_s=left, export=export, overwrite=True, seed=0, progress=True,
+                  checkpoint_every=50)
     if method == "voco":
         from medvol.pretrain.voco import pretrain_voco
 
@@ -217,6 +218,8 @@ def _random_pretext(args) -> dict:
 
 def _ms(a) -> str:
     a = np.asarray(a, float)
+    if a.size == 0:
+        return "—"                            # e.g. no MVR run in this run directory
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
 
 
@@ -300,6 +303,10 @@ def main(argv=None) -> None:
     ap.add_argument("--pretrain-s", type=float, default=4800.0,
                     help="training-time budget per pre-training method (s)")
     ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--sources", default="hippocampus",
+                    help="pre-training pool, comma-separated (medvol.pretrain.data.SOURCES: "
+                         "hippocampus, ixi10, stroke, totalseg); hippocampus test subjects are "
+                         "never in it")
     ap.add_argument("--seeds", type=int, default=3,
                     help="fine-tuning seeds per (init, label count); the report pairs them by seed")
     ap.add_argument("--lr", type=float, default=5e-4)
