@@ -281,6 +281,9 @@ def main(argv=None, *, paired_ci=None):
                     help="also fast budgets: N refinement steps all at half resolution "
                          "(medvol register --refine N --refine-full 0); a comma list gives one "
                          "row per N; 0 = no such rows")
+    ap.add_argument("--refine-task", action="store_true",
+                    help="also the task's own default budget and settings (what `medvol register "
+                         "--task T` runs without --refine; medvol.registration.refine.TASK_REFINE)")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="hippocampus / intermodal: the held-out test pairs (default) or the "
                          "validation pairs (to choose a budget without touching test)")
@@ -304,6 +307,16 @@ def main(argv=None, *, paired_ci=None):
         rf = f"refine {nf} (half-res)"
         cis += [(f"micdir + {rf}", f"voxelmorph + {rf}"), (f"micdir + {rf}", "demons"),
                 (f"micdir + {rf}", "bspline"), (f"micdir + {rf}", "micdir")]
+    tasks = {"hippocampus": "hippocampus", "ixi": "ixi", "intermodal": "synth"}
+    task = a.task or tasks[a.dataset]
+    task_budget = None
+    if a.refine_task:
+        from medvol.registration.refine import default_refine
+
+        task_budget = default_refine(task)
+        rt = f"refine {task_budget[0]} ({task} default)"
+        cis += [(f"micdir + {rt}", f"voxelmorph + {rt}"), (f"micdir + {rt}", "demons"),
+                (f"micdir + {rt}", "micdir")]
     if a.merge:
         t = Table(a.dataset)
         for fj in a.merge:
@@ -319,8 +332,6 @@ def main(argv=None, *, paired_ci=None):
     # 1 thread by default: 2 OpenMP threads on an oversubscribed 2-core CPU stall badly
     torch.set_num_threads(int(os.environ.get("MEDVOL_BENCH_THREADS", "1")))
     methods = a.methods.split(",")
-    tasks = {"hippocampus": "hippocampus", "ixi": "ixi", "intermodal": "synth"}
-    task = a.task or tasks[a.dataset]
     wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
     fns, extra = {}, None
     if a.dataset == "hippocampus":
@@ -343,6 +354,8 @@ def main(argv=None, *, paired_ci=None):
                 budgets[f"{m} + refine {a.refine}"] = (a.refine, None)
             for nf in fast:
                 budgets[f"{m} + refine {nf} (half-res)"] = (nf, 0)
+            if task_budget:
+                budgets[f"{m} + refine {task_budget[0]} ({task} default)"] = task_budget
             for key, (n, full) in budgets.items():
                 if a.dataset == "hippocampus":
                     fns[key] = _hippo_learned(m, n, wpath(m), task, full)

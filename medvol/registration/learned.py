@@ -108,6 +108,7 @@ class LearnedResult:
     fixed_grid: np.ndarray
     seconds: float
     similarity: str = ""     # the refinement similarity resolved for this call (manifest)
+    refine_settings: dict | None = None  # the RefineSettings used (None: no refinement)
 
 
 def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = "cpu") -> tuple:
@@ -135,7 +136,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     ``refine_full``: how many of them at full resolution (default half; 0 = all at half
     resolution). ``similarity``: the refinement's similarity (default
     :func:`medvol.registration.refine.default_similarity` of the modality);
-    ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings`.
+    ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings` (default: the
+    task's, :func:`medvol.registration.refine.default_refine_settings`).
     ``grid_mm``: run the net and its refinement on an isotropic grid of this spacing over the
     fixed image (:func:`inference_grid`); ``None``: the task's default
     (:func:`medvol.registration.refine.default_grid_mm`), 0: the weights' own model grid.
@@ -151,9 +153,10 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     t0 = time.perf_counter()
     if model is None:
         model, meta = load_model(method, task or modality, weights, device=device)
-    from .refine import default_grid_mm, default_similarity
+    from .refine import default_grid_mm, default_refine_settings, default_similarity
 
     similarity = similarity or default_similarity(modality)
+    refine_settings = default_refine_settings(task, refine_settings)
 
     grid = inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm))
     aff = None
@@ -184,4 +187,5 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
         u = transform_to_field(aff, fixed) + u @ mat.T
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
-                         similarity=similarity)
+                         similarity=similarity,
+                         refine_settings=refine_settings.to_dict() if refine else None)

@@ -129,6 +129,7 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         info["refine_steps"] = n_ref
         info["refine_full_res_steps"] = n_full
         info["refine_similarity"] = r.similarity
+        info["refine_settings"] = r.refine_settings
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
     elif method == "bspline":
         from .classical import register_bspline

@@ -119,6 +119,19 @@ def test_default_refine_per_task_and_caller_values_win():
     assert default_refine("hippocampus", 10) == (10, 5)
     assert default_refine(None) == default_refine("intra") == (DEFAULT_REFINE, DEFAULT_REFINE // 2)
     assert default_refine("synth", 0) == (0, 0) and default_refine("inter", 8, 0) == (8, 0)
+    assert default_refine("ixi") == (8, 8) and default_refine("ixi", 20) == (20, 10)
+
+
+def test_task_refine_settings_and_caller_settings_win():
+    """--task ixi refines with its own Adam step and no IC term; other tasks keep the
+    RefineSettings defaults; settings passed by the caller are used unchanged."""
+    from medvol.registration.refine import RefineSettings, default_refine_settings
+
+    s = default_refine_settings("ixi")
+    assert (s.lr, s.w_ic) == (0.3, 0.0) and s.w_smooth == RefineSettings().w_smooth
+    assert default_refine_settings("hippocampus") == default_refine_settings(None) == RefineSettings()
+    mine = RefineSettings(lr=0.05)
+    assert default_refine_settings("ixi", mine) is mine
 
 
 def test_register_volumes_uses_and_records_the_task_default_refine():
@@ -134,8 +147,10 @@ def test_register_volumes_uses_and_records_the_task_default_refine():
                spacing=(1.5,) * 3)
     r = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False)
     assert (r.info["refine_steps"], r.info["refine_full_res_steps"]) == (2, 0)
+    assert r.info["refine_settings"]["lr"] == 0.1 and r.info["refine_settings"]["w_ic"] == 0.1
     r0 = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False, refine=0)
     assert (r0.info["refine_steps"], r0.info["refine_full_res_steps"]) == (0, 0)
+    assert r0.info["refine_settings"] is None
 
 
 @pytest.mark.parametrize("similarity", ["lncc", "mind"])
