@@ -270,6 +270,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
                            weights=weights, prealign=prealign, seed=seed, refine=refine,
                            task=task, refine_full=refine_full, similarity=similarity,
                            grid_mm=grid_mm)
+    if "refine_settings" in res.info:      # the Adam step / weights the refinement used (task's)
+        man.data["parameters"]["refine_settings"] = res.info["refine_settings"]
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))

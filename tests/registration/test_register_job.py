@@ -160,6 +160,10 @@ def test_micdir_register_job_shipped_weights(tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["metrics"]["folding_percent"] < 0.5
     assert (out / "displacement.h5").is_file()
+    # the manifest records the refinement actually run: the general default (40, lr 0.1, IC on)
+    prm = man["parameters"]
+    assert (prm["refine"], prm["refine_full"]) == (40, 20)
+    assert prm["refine_settings"]["lr"] == 0.1 and prm["refine_settings"]["w_ic"] == 0.1
 
 
 def _tiny_sources():
