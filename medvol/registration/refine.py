@@ -21,7 +21,9 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
 
 ``DEFAULT_REFINE`` (40, half of them at full resolution) is the default of ``medvol register
 --refine`` for the learned methods; :func:`default_refine` gives a task's own default where one
-was chosen on that task's validation pairs (``TASK_REFINE``).
+was chosen on that task's validation pairs (``TASK_REFINE``; IXI, which has no validation
+subject: pairs of training subjects), :func:`default_refine_settings` its Adam step and term
+weights (``TASK_SETTINGS``).
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["DEFAULT_REFINE", "TASK_REFINE", "TASK_SETTINGS", "RefineSettings", "default_grid_mm",
-           "default_refine", "default_refine_settings", "default_similarity", "full_res_steps", "mind_ssc", "predict_velocity", "refine_pair",
-           "refine_arrays"]
+           "default_refine", "default_refine_settings", "default_similarity", "full_res_steps",
+           "mind_ssc", "predict_velocity", "refine_pair", "refine_arrays"]
 
 DEFAULT_REFINE = 40
 # (steps, full-resolution steps) chosen on a task's VALIDATION pairs (never its test pairs):
