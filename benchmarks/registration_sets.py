@@ -283,7 +283,8 @@ def main(argv=None, *, paired_ci=None):
                          "row per N; 0 = no such rows")
     ap.add_argument("--refine-task", action="store_true",
                     help="also the task's own default budget and settings (what `medvol register "
-                         "--task T` runs without --refine; medvol.registration.refine.TASK_REFINE)")
+                         "--task T` runs without --refine; medvol.registration.refine.TASK_REFINE "
+                         "/ TASK_SETTINGS); the other rows keep the general settings")
     ap.add_argument("--split", default="test", choices=("test", "val"),
                     help="hippocampus / intermodal: the held-out test pairs (default) or the "
                          "validation pairs (to choose a budget without touching test)")
@@ -311,9 +312,12 @@ def main(argv=None, *, paired_ci=None):
     task = a.task or tasks[a.dataset]
     task_budget = None
     if a.refine_task:
-        from medvol.registration.refine import default_refine
+        from medvol.registration.refine import default_refine, full_res_steps
 
         task_budget = default_refine(task)
+        if a.refine and task_budget == (a.refine, full_res_steps(a.refine)):
+            task_budget = None                    # the same run as the "refine N" row
+    if task_budget:
         rt = f"refine {task_budget[0]} ({task} default)"
         cis += [(f"micdir + {rt}", f"voxelmorph + {rt}"), (f"micdir + {rt}", "demons"),
                 (f"micdir + {rt}", "micdir")]

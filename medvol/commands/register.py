@@ -43,13 +43,15 @@ def register(
                                          "resolution; LNCC or MIND + smoothness + inverse "
                                          "consistency). Default 40 (half at full resolution); "
                                          "--task hippocampus: 2 at half resolution; --task ixi: 8 "
-                                         "at full resolution, Adam step 0.3, no IC term (each "
-                                         "chosen on pairs outside the test set); 0 = the net's "
-                                         "prediction only."),
+                                         "at full resolution with Adam step 0.3 and no IC term "
+                                         "(each task's budget chosen on pairs outside the test "
+                                         "set; an explicit other budget runs with the general "
+                                         "settings); 0 = the net's prediction only."),
     refine_full: Optional[int] = typer.Option(None, "--refine-full", min=0, help="micdir/voxelmorph: "
                                               "how many of the --refine steps run at full "
-                                              "resolution (default: half of them, none for --task "
-                                              "hippocampus, all for --task ixi; 0: all at half "
+                                              "resolution (default: half of them; without --refine "
+                                              "the task's split: none for --task hippocampus, "
+                                              "all for --task ixi; 0: all at half "
                                               "resolution, about 10x cheaper per step)."),
     similarity: Optional[str] = typer.Option(None, help="micdir/voxelmorph: the refinement's "
                                              "similarity: lncc | mi | mind (default: lncc for "

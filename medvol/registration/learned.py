@@ -137,7 +137,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     resolution). ``similarity``: the refinement's similarity (default
     :func:`medvol.registration.refine.default_similarity` of the modality);
     ``refine_settings``: a :class:`~medvol.registration.refine.RefineSettings` (default: the
-    task's, :func:`medvol.registration.refine.default_refine_settings`).
+    task's when ``refine``/``refine_full`` are its own budget, else the defaults;
+    :func:`medvol.registration.refine.default_refine_settings`).
     ``grid_mm``: run the net and its refinement on an isotropic grid of this spacing over the
     fixed image (:func:`inference_grid`); ``None``: the task's default
     (:func:`medvol.registration.refine.default_grid_mm`), 0: the weights' own model grid.
@@ -156,7 +157,7 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     from .refine import default_grid_mm, default_refine_settings, default_similarity
 
     similarity = similarity or default_similarity(modality)
-    refine_settings = default_refine_settings(task, refine_settings)
+    refine_settings = default_refine_settings(task, refine, refine_full, refine_settings)
 
     grid = inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm))
     aff = None
@@ -188,4 +189,5 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
                          similarity=similarity,
-                         refine_settings=refine_settings.to_dict() if refine else None)
+                         refine_settings=(refine_settings.to_dict()
+                                          if refine and int(refine) > 0 else None))

@@ -47,7 +47,9 @@ DEFAULT_REFINE = 40
 # with the TASK_SETTINGS below, 0.624 at 2.35 s (4 steps 0.611, 10 steps 0.628 at 2.83 s;
 # the general refine 40: 0.634 at 7.89 s)
 TASK_REFINE = {"hippocampus": (2, 0), "ixi": (8, 8)}
-# Adam step and inverse-consistency weight per task, chosen on the same pairs: for a stationary
+# Adam step and inverse-consistency weight of a task's own budget (used only when the run's
+# (steps, full-res steps) equal TASK_REFINE[task]; any other budget keeps the RefineSettings
+# defaults it was measured with), chosen on the same pairs: for a stationary
 # velocity field exp(-v) is the inverse of exp(v) up to discretisation, so the IC term left
 # Dice unchanged (10 full steps: 0.6120 without vs 0.6121 with) at 54 % of the time; lr 0.3
 # over 0.1: 0.628 vs 0.612 at 10 steps; folding stayed 0.0000-0.0001 %
@@ -65,12 +67,18 @@ def default_refine(task: str | None, steps: int | None = None,
     return int(steps), full_res_steps(steps, full_steps)
 
 
-def default_refine_settings(task: str | None, settings=None) -> "RefineSettings":
-    """The caller's ``settings``, else the task's validated ones (``TASK_SETTINGS``, whatever
-    the step count), else :class:`RefineSettings` defaults."""
+def default_refine_settings(task: str | None, steps: int | None = None,
+                            full_steps: int | None = None, settings=None) -> "RefineSettings":
+    """The caller's ``settings``; else the task's validated ones (``TASK_SETTINGS``) when
+    ``(steps, full_steps)`` is the task's own budget (``TASK_REFINE``; ``None``/``None`` means
+    that budget); else :class:`RefineSettings` defaults. The settings belong to the budget they
+    were chosen with (and to the task's shipped weights and similarity): ``--task ixi --refine
+    40`` runs with the defaults its table was measured with."""
     if settings is not None:
         return settings
-    return RefineSettings(**TASK_SETTINGS.get(task or "", {}))
+    if task in TASK_SETTINGS and default_refine(task, steps, full_steps) == default_refine(task):
+        return RefineSettings(**TASK_SETTINGS[task])
+    return RefineSettings()
 
 
 # inference/refinement grid spacing (mm) per task, chosen on the task's VALIDATION pairs:

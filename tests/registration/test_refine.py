@@ -123,15 +123,19 @@ def test_default_refine_per_task_and_caller_values_win():
 
 
 def test_task_refine_settings_and_caller_settings_win():
-    """--task ixi refines with its own Adam step and no IC term; other tasks keep the
-    RefineSettings defaults; settings passed by the caller are used unchanged."""
+    """--task ixi's own budget (8 full-resolution steps) runs with its Adam step and no IC term;
+    any other budget, and other tasks, keep the RefineSettings defaults; settings passed by the
+    caller are used unchanged."""
     from medvol.registration.refine import RefineSettings, default_refine_settings
 
-    s = default_refine_settings("ixi")
-    assert (s.lr, s.w_ic) == (0.3, 0.0) and s.w_smooth == RefineSettings().w_smooth
+    for budget in [(None, None), (8, 8)]:
+        s = default_refine_settings("ixi", *budget)
+        assert (s.lr, s.w_ic) == (0.3, 0.0) and s.w_smooth == RefineSettings().w_smooth
+    # --refine 8 alone is 4 half + 4 full steps: not the task's budget
+    assert default_refine_settings("ixi", 8) == default_refine_settings("ixi", 40) == RefineSettings()
     assert default_refine_settings("hippocampus") == default_refine_settings(None) == RefineSettings()
     mine = RefineSettings(lr=0.05)
-    assert default_refine_settings("ixi", mine) is mine
+    assert default_refine_settings("ixi", settings=mine) is mine
 
 
 def test_register_volumes_uses_and_records_the_task_default_refine():
@@ -151,6 +155,9 @@ def test_register_volumes_uses_and_records_the_task_default_refine():
     r0 = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False, refine=0)
     assert (r0.info["refine_steps"], r0.info["refine_full_res_steps"]) == (0, 0)
     assert r0.info["refine_settings"] is None
+    ri = register_volumes(f, m, method="micdir", task="ixi", prealign=False)
+    assert (ri.info["refine_steps"], ri.info["refine_full_res_steps"]) == (8, 8)
+    assert ri.info["refine_settings"]["lr"] == 0.3 and ri.info["refine_settings"]["w_ic"] == 0.0
 
 
 @pytest.mark.parametrize("similarity", ["lncc", "mind"])
