@@ -167,7 +167,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     f = resample_to(fixed, grid)
     m = resample_to(moving, grid, transform=aff)
     fn, mn = normalize_intensity(f), normalize_intensity(m)
-    if refine and int(refine) > 0:
+    refined = bool(refine) and int(refine) > 0
+    if refined:
         from .refine import refine_arrays
 
         ddf, warped = refine_arrays(model, fn, mn, steps=int(refine), similarity=similarity,
@@ -189,5 +190,4 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
                          similarity=similarity,
-                         refine_settings=(refine_settings.to_dict()
-                                          if refine and int(refine) > 0 else None))
+                         refine_settings=refine_settings.to_dict() if refined else None)
