@@ -11,8 +11,8 @@ Usage (each stage resumable/cached under ``--run-dir``; stages may run in parall
 
 Data and split (``medvol/pretrain/splits.json``): the unlabelled pool is the hippocampus images
 of every subject *not* in the 50-subject test set (143 volumes; ``--sources`` adds IXI T1, the
-stroke MRI and the two TotalSegmentator CTs — the shipped file's 158-volume pool); fine-tuning uses the fixed pools
-of 5 and 20 labelled subjects; the test set is never used for pre-training, fine-tuning or any
+stroke MRI and the two TotalSegmentator CTs — the shipped file's 158-volume pool); fine-tuning
+uses the fixed pools of 5 and 20 labelled subjects; the test set is never used for pre-training, fine-tuning or any
 selection (fixed step budgets, no early stopping, no hyper-parameter search on it). The
 fine-tuning recipe (steps, lr) is chosen by ``--stage validate`` on 20 *validation* subjects —
 labelled subjects of the pre-training pool outside the test set and the fine-tuning pools — as

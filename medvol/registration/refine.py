@@ -49,10 +49,10 @@ DEFAULT_REFINE = 40
 TASK_REFINE = {"hippocampus": (2, 0), "ixi": (8, 8)}
 # Adam step and inverse-consistency weight of a task's own budget (used only when the run's
 # (steps, full-res steps) equal TASK_REFINE[task]; any other budget keeps the RefineSettings
-# defaults it was measured with), chosen on the same pairs: for a stationary
-# velocity field exp(-v) is the inverse of exp(v) up to discretisation, so the IC term left
-# Dice unchanged (10 full steps: 0.6120 without vs 0.6121 with) at 54 % of the time; lr 0.3
-# over 0.1: 0.628 vs 0.612 at 10 steps; folding stayed 0.0000-0.0001 %
+# defaults it was measured with), chosen on the same pairs: for a stationary velocity field
+# exp(-v) is the inverse of exp(v) up to discretisation, so the IC term left Dice unchanged
+# (10 full steps: 0.6120 without vs 0.6121 with) at 54 % of the time; lr 0.3 over 0.1: 0.628
+# vs 0.612 at 10 steps; folding stayed 0.0000-0.0001 %
 TASK_SETTINGS = {"ixi": {"lr": 0.3, "w_ic": 0.0}}
 
 
