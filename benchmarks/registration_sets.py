@@ -170,6 +170,15 @@ def run_pairs(table, pairs, methods, *, labels, metric, ic=True, prealign=False,
 
 
 # --------------------------------------------------------------------------- data sets
+def present_labels(pairs, min_voxels: int = 20) -> list[int]:
+    """Labels scored on IXI: every label with ≥ ``min_voxels`` voxels in some fixed image."""
+    ls = set()
+    for p in pairs:
+        v, c = np.unique(np.asarray(p["fixed_labels"].array), return_counts=True)
+        ls |= {int(k) for k, n in zip(v, c) if k > 0 and n >= min_voxels}
+    return sorted(ls)
+
+
 def hippocampus_pairs(data, n, split="test"):
     """The first ``n`` ordered pairs of ``split``'s subjects (``val``: for choosing settings)."""
     from medvol import Volume
@@ -200,16 +209,22 @@ def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None):
     return run
 
 
-def ixi_pairs(data, n=6):
+def ixi_pairs(data, n=6, split="test"):
+    """Affinely pre-aligned IXI pairs and the seconds of each pre-alignment. ``test``: every
+    ordered pair of the held-out subjects; ``train``: the 6 pairs ``(t[i], t[i+3 mod 7])`` of the
+    training subjects on which settings are chosen (IXI has no validation subject)."""
     import SimpleITK as sitk
 
     from medvol.registration.classical import affine_transform
     from medvol.registration.data import normalize_intensity
     from medvol.registration.datasets import ixi_test_pairs, load_ixi
 
-    subs = load_ixi(data, "test")
+    subs = load_ixi(data, split)
+    ids = sorted(subs)
+    plist = (ixi_test_pairs(subs) if split == "test" else
+             [(ids[i], ids[(i + 3) % len(ids)]) for i in range(min(6, len(ids)))])
     out, secs = [], []
-    for a, b in ixi_test_pairs(subs)[:n]:
+    for a, b in plist[:n]:
         f, fl = subs[a]
         m, ml = subs[b]
         f = f.with_array(normalize_intensity(np.asarray(f.array)))
@@ -366,11 +381,7 @@ def main(argv=None, *, paired_ci=None):
                 else:
                     fns[key] = _learned_with(m, task, n, sim, wpath(m), full)
     if labels is None:
-        ls = set()
-        for p in pairs:
-            v, c = np.unique(np.asarray(p["fixed_labels"].array), return_counts=True)
-            ls |= {int(k) for k, n in zip(v, c) if k > 0 and n >= 20}
-        labels = sorted(ls)
+        labels = present_labels(pairs)
     t = Table(a.dataset)
     run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
     which = "validation" if a.dataset != "ixi" and a.split == "val" else "held-out"

@@ -12,11 +12,12 @@ Usage (each stage resumable/cached under ``--run-dir``; stages may run in parall
 Data and split (``medvol/pretrain/splits.json``): the unlabelled pool is the hippocampus images
 of every subject *not* in the 50-subject test set (143 volumes; ``--sources`` adds IXI T1, the
 stroke MRI and the two TotalSegmentator CTs — the shipped file's 158-volume pool); fine-tuning
-uses the fixed pools of 5 and 20 labelled subjects; the test set is never used for pre-training, fine-tuning or any
-selection (fixed step budgets, no early stopping, no hyper-parameter search on it). The
-fine-tuning recipe (steps, lr) is chosen by ``--stage validate`` on 20 *validation* subjects —
-labelled subjects of the pre-training pool outside the test set and the fine-tuning pools — as
-the best mean validation Dice over random init and VoCo (seeds 0–1), per label count, then used
+uses the fixed pools of 5 and 20 labelled subjects; the test set is never used for
+pre-training, fine-tuning or any selection (fixed step budgets, no early stopping, no
+hyper-parameter search on it). The fine-tuning recipe (steps, lr, encoder freezing,
+augmentation) is chosen by ``--stage validate`` on 20 *validation* subjects — labelled subjects
+of the pre-training pool outside the test set and the fine-tuning pools — as the best mean
+validation Dice over random init and VoCo (seeds 0–1), per label count, then used
 for every init (equal fine-tuning steps). Without ``RUN/recipes.json`` the fine-tuning stage
 uses ``--ft-steps`` / ``--ft-lr``.
 
@@ -47,10 +48,26 @@ sys.path.insert(0, str(REPO))
 
 METHODS = ("random", "mvr", "voco")
 LABELS = (5, 20)
-# (steps, lr, encoder-frozen first steps) of --stage validate; the last is "linear probe, then
-# fine-tune" (finetune_seg's freeze_encoder_steps). lr 3e-4 (150 and 400 steps) was tried with
+# (steps, lr, encoder-frozen first steps, augment) of --stage validate; "400f100" is "linear
+# probe, then fine-tune" (finetune_seg's freeze_encoder_steps), "a" the left-right flip +
+# intensity augmentation (finetune_seg's augment). lr 3e-4 (150 and 400 steps) was tried with
 # 20 labels, seed 0, and dropped: 0.030-0.054 below lr 1e-3 for both inits.
-RECIPES = ((150, 1e-3, 0), (400, 1e-3, 0), (400, 1e-3, 100))
+RECIPES = ((150, 1e-3, 0, False), (400, 1e-3, 0, False), (400, 1e-3, 100, False),
+           (150, 1e-3, 0, True), (400, 1e-3, 0, True))
+
+
+def _rname(k) -> str:
+    """Short recipe name: ``150``, ``400f100`` (encoder frozen 100 steps), ``400a`` (augment)."""
+    return f"{k[0]}" + (f"f{k[2]}" if k[2] else "") + ("a" if k[3] else "")
+
+
+def _parse_recipes(text: str) -> tuple:
+    """``--recipes 150,400a`` → the matching ``RECIPES`` entries (names as :func:`_rname`)."""
+    by = {_rname(k): k for k in RECIPES}
+    bad = [t for t in text.split(",") if t not in by]
+    if bad:
+        raise SystemExit(f"unknown recipe {bad[0]!r}: use {', '.join(by)}")
+    return tuple(by[t] for t in text.split(","))
 VAL_INITS = ("random", "voco")
 
 
@@ -68,7 +85,7 @@ def _validation_ids(data) -> list[str]:
 
 def _validate(args) -> None:
     """Fine-tuning recipe sweep on the validation subjects: every (steps, lr, frozen-encoder
-    steps) of ``RECIPES``
+    steps, augmentation) of ``--recipes`` (default all ``RECIPES``)
     for random init and the VoCo encoder, seeds 0–1, 5 and 20 labelled subjects (the
     fine-tuning pools). Per label count the recipe with the best mean validation Dice over both
     inits is written to ``RUN/recipes.json``; ``--stage finetune`` then uses it for every init
@@ -86,18 +103,19 @@ def _validate(args) -> None:
     pools = {n: load_hippocampus_labelled(args.data, sp[f"finetune_{n}"]) for n in LABELS}
     out = Path(args.run_dir) / "validate"
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, rc, m, seed) for n in LABELS[::-1] for seed in (0, 1) for rc in RECIPES
+    jobs = [(n, rc, m, seed) for n in LABELS[::-1] for seed in (0, 1) for rc in args.recipes
             for m in VAL_INITS]
-    for j, (n, (st, lr, fz), m, seed) in enumerate(jobs):
-        f = out / f"{m}_{n}_{st}_{lr:g}{f'_f{fz}' if fz else ''}_{seed}.json"
+    for j, (n, (st, lr, fz, au), m, seed) in enumerate(jobs):
+        f = out / f"{m}_{n}_{st}_{lr:g}{f'_f{fz}' if fz else ''}{'_aug' if au else ''}_{seed}.json"
         if j % n_shards != i or f.exists():
             continue
         enc = None if m == "random" else encoder_state_dict(Path(args.run_dir) / f"{m}.safetensors")
         r = finetune_seg(pools[n], val, encoder=enc, steps=st, lr=lr, seed=seed,
-                         freeze_encoder_steps=fz)
+                         freeze_encoder_steps=fz, augment=au)
         f.write_text(json.dumps({"init": m, "n": n, "steps": st, "lr": lr, "freeze": fz,
-                                 "seed": seed, "mean": r["mean"], "dice": r["dice"].tolist()}))
-        print(f"validate {m:6s} n={n:2d} {st} steps lr {lr:g} frozen {fz} seed {seed}: "
+                                 "augment": au, "seed": seed, "mean": r["mean"],
+                                 "dice": r["dice"].tolist()}))
+        print(f"validate {m:6s} n={n:2d} recipe {_rname((st, lr, fz, au))} seed {seed}: "
               f"{r['mean']:.4f}", flush=True)
     _choose_recipes(args)
 
@@ -105,38 +123,38 @@ def _validate(args) -> None:
 def _choose_recipes(args) -> dict | None:
     out = Path(args.run_dir) / "validate"
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
-    want = len(RECIPES) * len(VAL_INITS) * 2
+    want = len(args.recipes) * len(VAL_INITS) * 2
 
-    def _rname(k):
-        return f"{k[0]}@{k[1]:g}" + (f"/frozen {k[2]}" if k[2] else "")
+    def _key(r):
+        return (r["steps"], r["lr"], r.get("freeze", 0), bool(r.get("augment", False)))
 
     chosen, table = {}, {}
     for n in LABELS:
         by = {}
         for r in rows:
-            k = (r["steps"], r["lr"], r.get("freeze", 0))
-            if r["n"] == n and k in RECIPES:
-                by.setdefault(k, []).append(r["mean"])
+            if r["n"] == n and _key(r) in args.recipes:
+                by.setdefault(_key(r), []).append(r["mean"])
         if sum(map(len, by.values())) < want:
             return None                      # another shard is still running
         table[n] = {_rname(k): float(np.mean(v)) for k, v in by.items()}
-        st, lr, fz = max(by, key=lambda k: np.mean(by[k]))
-        chosen[str(n)] = {"steps": int(st), "lr": float(lr), "freeze": int(fz)}
+        st, lr, fz, au = max(by, key=lambda k: np.mean(by[k]))
+        chosen[str(n)] = {"steps": int(st), "lr": float(lr), "freeze": int(fz), "augment": au}
     res = {"chosen": chosen, "validation_mean_dice": table,
-           "per_init": {f"{r['init']}_{r['n']}_{_rname((r['steps'], r['lr'], r.get('freeze', 0)))}"
-                        f"_{r['seed']}": r["mean"] for r in rows}}
+           "per_init": {f"{r['init']}_{r['n']}_{_rname(_key(r))}_{r['seed']}": r["mean"]
+                        for r in rows if _key(r) in args.recipes}}
     (Path(args.run_dir) / "recipes.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res["chosen"]), flush=True)
     return res
 
 
-def _recipe(args, n: int) -> tuple[int, float, int]:
-    """(steps, lr, frozen-encoder steps) of the test fine-tuning for ``n`` labelled subjects."""
+def _recipe(args, n: int) -> tuple[int, float, int, bool]:
+    """(steps, lr, frozen-encoder steps, augment) of the test fine-tuning for ``n`` labelled
+    subjects."""
     f = Path(args.run_dir) / "recipes.json"
     if f.exists():
         c = json.loads(f.read_text())["chosen"][str(n)]
-        return int(c["steps"]), float(c["lr"]), int(c.get("freeze", 0))
-    return args.ft_steps, args.ft_lr, 0
+        return int(c["steps"]), float(c["lr"]), int(c.get("freeze", 0)), bool(c.get("augment"))
+    return args.ft_steps, args.ft_lr, 0, False
 
 
 def _pretrain(args, method: str) -> dict:
@@ -192,12 +210,12 @@ def _finetune(args) -> None:
             continue
         enc = None if m == "random" else encoder_state_dict(Path(args.run_dir) / f"{m}.safetensors")
         t = time.perf_counter()
-        st, lr, fz = _recipe(args, n)
+        st, lr, fz, au = _recipe(args, n)
         r = finetune_seg(pools[n], test, encoder=enc, steps=st, lr=lr, seed=seed,
-                         freeze_encoder_steps=fz)
+                         freeze_encoder_steps=fz, augment=au)
         rec = {"method": m, "labels": n, "seed": seed, "dice": r["dice"].tolist(),
                "mean": r["mean"], "train_s": r["train_s"], "wall_s": time.perf_counter() - t,
-               "steps": st, "lr": lr, "freeze": fz}
+               "steps": st, "lr": lr, "freeze": fz, "augment": au}
         f.write_text(json.dumps(rec))
         print(f"{m:6s} n={n:2d} seed={seed} Dice {r['mean']:.4f} ({rec['wall_s']:.0f} s)",
               flush=True)
@@ -247,7 +265,8 @@ def _report(args) -> str:
               f"| uniform guess 1/K (K = 4) | {vi.metrics['uniform_mae']:.4f} |", ""]
     rec = ", ".join(f"{n} labels: {st} steps, lr {lr:g}"
                     + (f", encoder frozen for the first {fz}" if fz else "")
-                    for n, (st, lr, fz) in ((n, _recipe(args, n)) for n in LABELS))
+                    + (", flip/intensity augmentation" if au else "")
+                    for n, (st, lr, fz, au) in ((n, _recipe(args, n)) for n in LABELS))
     lines += [f"### (b) Fine-tuning: hippocampus Dice (mean of labels 1, 2) on the 50-subject "
               f"test set ({rec}; the same for every init), seeds 0–{args.seeds - 1}", "",
               "| labelled subjects | init | Dice mean ± std over seeds | paired Δ vs random, per "
@@ -314,8 +333,13 @@ def main(argv=None) -> None:
     ap.add_argument("--ft-steps", type=int, default=150,
                     help="fine-tuning steps when RUN/recipes.json (--stage validate) is absent")
     ap.add_argument("--ft-lr", type=float, default=1e-3)
+    ap.add_argument("--recipes", default=",".join(_rname(k) for k in RECIPES),
+                    help="fine-tuning recipes of --stage validate, comma-separated: steps, "
+                         "'fK' encoder frozen for the first K steps, 'a' flip/intensity "
+                         "augmentation (default: all of %(default)s)")
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
+    args.recipes = _parse_recipes(args.recipes)
     Path(args.run_dir).mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "pretrain"):
         for m in ([args.method] if args.method else ["voco", "mvr"]):

@@ -28,6 +28,17 @@ def prepare(pairs, grid: Sequence[int] = GRID):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def _augmenter(seed: int):
+    """Seeded MONAI dict transform of :func:`finetune_seg`'s ``augment`` (on ``(1, *grid)``)."""
+    from monai.transforms import Compose, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+    t = Compose([RandFlipd(("image", "label"), prob=0.5, spatial_axis=2),
+                 RandScaleIntensityd("image", factors=0.1, prob=0.5),
+                 RandShiftIntensityd("image", offsets=0.1, prob=0.5)])
+    t.set_random_state(seed=int(seed))
+    return t
+
+
 def evaluate_dice(net, pairs, grid: Sequence[int] = GRID) -> np.ndarray:
     """Per-subject Dice (mean of labels 1 and 2) at the native grid, ``(N,)``."""
     import torch
@@ -52,7 +63,7 @@ def evaluate_dice(net, pairs, grid: Sequence[int] = GRID) -> np.ndarray:
 def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
                  features=(16, 16, 32, 64, 128, 16), steps: int = 150, batch: int = 2,
                  lr: float = 1e-3, seed: int = 0, run_dir=None, progress=False,
-                 freeze_encoder_steps: int = 0) -> dict:
+                 freeze_encoder_steps: int = 0, augment: bool = False) -> dict:
     """Fine-tune from ``encoder`` (MONAI-named tensors, e.g.
     :func:`medvol.pretrain.voco.encoder_state_dict`; ``None`` = random init) and score.
 
@@ -61,6 +72,13 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
     2022), which keeps a pre-trained encoder from being overwritten by the gradients of a random
     decoder. Encoder = BasicUNet's ``conv_0`` and ``down_1`` … ``down_4`` (what the pre-trained
     files hold), for any init.
+
+    ``augment``: each training sample is mirrored left–right (the last axis, x of the RAS
+    crops) with p 0.5 — label maps with it — and its intensity scaled by 1 ± 10 % and shifted by
+    ± 0.1, each with p 0.5 (MONAI ``RandFlipd``, ``RandScaleIntensityd``,
+    ``RandShiftIntensityd``, seeded by ``seed``): the flip/intensity part of the SwinUNETR/VoCo
+    downstream recipe. Flips along the other axes and in-plane rot90 of that recipe are left
+    out because they swap the anterior/posterior labels' anatomy.
 
     Returns ``{"dice": per-subject (N,), "mean": float, "steps": int, "train_s": float,
     "model": the fine-tuned BasicUNet}``.
@@ -90,10 +108,17 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
                              {"params": [p for p, e in zip(params, is_enc) if not e]}],
                             lr=lr, weight_decay=1e-5)
 
+    aug = _augmenter(seed) if augment else None
+
     def step_fn(step, rng):
         opt.param_groups[0]["lr"] = 0.0 if step < int(freeze_encoder_steps) else lr
         idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
-        return {"loss": loss_fn(net(x[idx]), y[idx])}
+        xb, yb = x[idx], y[idx]
+        if aug is not None:
+            d = [aug({"image": xi, "label": yi}) for xi, yi in zip(xb, yb)]
+            xb = torch.stack([torch.as_tensor(e["image"]) for e in d])
+            yb = torch.stack([torch.as_tensor(e["label"]) for e in d])
+        return {"loss": loss_fn(net(xb), yb)}
 
     with tempfile.TemporaryDirectory() as tmp:
         res = train_loop(run_dir or tmp, model=net, optimizer=opt, step_fn=step_fn, steps=steps,

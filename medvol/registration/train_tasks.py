@@ -246,6 +246,9 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
                     help="from this step on train at lr x --lr-drop-factor")
     ap.add_argument("--lr-drop-factor", type=float, default=0.2)
     ap.add_argument("--ckpt-every", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="pair stream and initialisation seed (a warm-started continuation "
+                         "takes a new one to see new pairs)")
     ap.add_argument("--latent-samples", type=int, default=8,
                     help="MICDIR export: seeded SCG latent draws averaged at inference (0: z = mu "
                          "as the released code, with --bn-pairs BatchNorm re-estimation)")
@@ -254,7 +257,8 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
                          "re-estimation under the z = mu path (0: keep the training statistics)")
     a = ap.parse_args()
     r = train_task(a.task, data=a.data, models=a.models.split(","), steps=a.steps, lr=a.lr,
-                   w_dice=a.w_dice, runs=a.runs, time_limit_s=a.time_limit, export=a.export, init=a.init,
+                   w_dice=a.w_dice, seed=a.seed, runs=a.runs, time_limit_s=a.time_limit,
+                   export=a.export, init=a.init,
                    lr_drop=a.lr_drop, lr_drop_factor=a.lr_drop_factor, ckpt_every=a.ckpt_every,
                    log_every=a.ckpt_every, bn_pairs=a.bn_pairs, latent_samples=a.latent_samples)
     print(json.dumps(r["models"]))

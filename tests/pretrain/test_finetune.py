@@ -62,3 +62,37 @@ def test_without_freezing_the_encoder_moves_and_bad_values_refused():
     assert any(not torch.equal(sd[k], v) for k, v in enc.items() if "weight" in k)
     with pytest.raises(ValueError, match="freeze_encoder_steps"):
         finetune_seg(tr, te, encoder=enc, features=FEAT, steps=2, freeze_encoder_steps=3)
+
+
+def test_augmenter_flips_image_and_labels_together_left_right_only():
+    from medvol.pretrain.finetune import _augmenter
+
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.random((1, 6, 8, 10), dtype=np.float32))
+    lab = torch.from_numpy(rng.integers(0, 3, (1, 6, 8, 10)).astype(np.float32))
+    aug, flips, kept = _augmenter(4), 0, 0
+    for _ in range(40):
+        d = aug({"image": img.clone(), "label": lab.clone()})
+        xi, yi = torch.as_tensor(d["image"]), torch.as_tensor(d["label"])
+        flipped = torch.equal(yi, lab.flip(-1))
+        assert flipped or torch.equal(yi, lab)     # labels: only a mirror along x, never values
+        src = img.flip(-1) if flipped else img
+        a, b = np.polyfit(src.flatten().numpy(), xi.flatten().numpy(), 1)
+        assert 0.9 - 1e-4 <= a <= 1.1 + 1e-4 and -0.1 - 1e-4 <= b <= 0.1 + 1e-4
+        assert torch.allclose(xi, a * src + b, atol=1e-5)   # intensity: scale + shift only
+        flips += flipped
+        kept += torch.equal(xi, img)
+    assert 8 <= flips <= 32 and kept >= 1          # p 0.5 flip; some samples left untouched
+    d1 = _augmenter(4)({"image": img.clone(), "label": lab.clone()})
+    d2 = _augmenter(4)({"image": img.clone(), "label": lab.clone()})
+    assert torch.equal(torch.as_tensor(d1["image"]), torch.as_tensor(d2["image"]))  # seeded
+
+
+def test_augmented_finetuning_is_deterministic_and_differs_from_plain():
+    tr, te = _pairs(3, 0), _pairs(1, 1)
+    a = finetune_seg(tr, te, features=FEAT, steps=3, seed=0, augment=True)
+    b = finetune_seg(tr, te, features=FEAT, steps=3, seed=0, augment=True)
+    c = finetune_seg(tr, te, features=FEAT, steps=3, seed=0)
+    sa, sb, sc = (r["model"].state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
