@@ -13,7 +13,9 @@ Prints per-setting mean Dice and seconds per pair (the deformable step alone).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -29,20 +31,6 @@ def _grid(what: str, dataset: str, sigmas=None, iterations=None):
     sig = sigmas or sig
     its = iterations or its
     return [DemonsSettings(field_sigma=s, iterations=it) for s in sig for it in its]
-
-
-def _pairs(a):
-    """``(pairs, labels, pre-aligned?)`` in the layout of ``registration_sets.run_pairs``."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from registration_sets import hippocampus_pairs, ixi_pairs, present_labels
-
-    if a.dataset == "ixi":
-        pairs, _ = ixi_pairs(a.data, a.pairs, split="train")
-        return pairs, present_labels(pairs), True
-    return hippocampus_pairs(a.data, a.pairs, split="train"), [1, 2], False
 
 
 def main():
@@ -66,8 +54,14 @@ def main():
     from medvol.registration.demons import register_bspline_fast, register_demons
     from medvol.registration.run import warp_volume
 
-    pairs, labels, pre = _pairs(a)
-    from registration_sets import _dice
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from registration_sets import _dice, hippocampus_pairs, ixi_pairs, present_labels
+
+    if a.dataset == "ixi":       # pre-aligned as in the benchmark; Dice over the parcellation
+        pairs, _ = ixi_pairs(a.data, a.pairs, split="train")
+        labels, pre = present_labels(pairs), True
+    else:
+        pairs, labels, pre = hippocampus_pairs(a.data, a.pairs, split="train"), [1, 2], False
     ident = sitk.AffineTransform(3)
     print(f"{len(pairs)} {a.dataset} TRAINING pairs, {len(labels)} labels", flush=True)
     for st in _grid(a.what, a.dataset, sig, its):

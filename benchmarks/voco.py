@@ -54,6 +54,7 @@ LABELS = (5, 20)
 # 20 labels, seed 0, and dropped: 0.030-0.054 below lr 1e-3 for both inits.
 RECIPES = ((150, 1e-3, 0, False), (400, 1e-3, 0, False), (400, 1e-3, 100, False),
            (150, 1e-3, 0, True), (400, 1e-3, 0, True))
+VAL_INITS = ("random", "voco")
 
 
 def _rname(k) -> str:
@@ -68,7 +69,6 @@ def _parse_recipes(text: str) -> tuple:
     if bad:
         raise SystemExit(f"unknown recipe {bad[0]!r}: use {', '.join(by)}")
     return tuple(by[t] for t in text.split(","))
-VAL_INITS = ("random", "voco")
 
 
 def _validation_ids(data) -> list[str]:
