@@ -14,19 +14,20 @@ __all__ = ["voco_pretrain"]
 
 @task(name="voco-pretrain", cache_policy=NO_CACHE)
 def _pretrain_task(data, sources, arch, settings, steps, run_dir, time_limit, export, overwrite,
-                   seed):
+                   seed, device="auto"):
     from medvol.pretrain.voco import pretrain_voco
 
     return pretrain_voco(data, sources=sources, arch=arch, settings=settings, steps=steps,
                          run_dir=run_dir, time_limit_s=time_limit, export=export,
-                         overwrite=overwrite, seed=seed, progress=False)
+                         overwrite=overwrite, seed=seed, progress=False, device=device)
 
 
 @flow(name="medvol-voco-pretrain", log_prints=True)
 def voco_pretrain(data: str | None = None, sources: list[str] | None = None,
                   arch: str = "voco_cnn", settings: dict | None = None, steps: int = 3000,
                   run_dir: str = "runs/voco", time_limit: float | None = None,
-                  export: str | None = None, overwrite: bool = False, seed: int = 0) -> dict:
+                  export: str | None = None, overwrite: bool = False, seed: int = 0,
+                  device: str = "auto") -> dict:
     """Pre-train (or resume) a VoCo backbone; returns the job's summary dict."""
     return _pretrain_task(data, list(sources or ["hippocampus"]), arch, settings, steps, run_dir,
-                          time_limit, export, overwrite, seed)
+                          time_limit, export, overwrite, seed, device)

@@ -50,6 +50,7 @@ def voco(
     threads: Optional[int] = typer.Option(None, help="CPU threads (torch and numba)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --output file."),
     seed: int = typer.Option(0, help="Seed of crops, augmentation and initial weights."),
+    device: str = typer.Option("auto", help="auto (CUDA when PyTorch sees a GPU), cpu or cuda."),
 ) -> None:
     """VoCo volume-contrastive pre-training (Wu et al., CVPR 2024; v1 repository recipe).
 
@@ -75,8 +76,10 @@ def voco(
     s = pretrain_voco(data, sources=comma_list(sources),
                       arch=arch, settings=settings, steps=steps, run_dir=run_dir,
                       time_limit_s=time_limit, export=output, overwrite=overwrite, seed=seed,
-                      threads=threads)
-    msg = f"wrote {output} ({s['steps']} steps, {s['train_s']:.0f} s"
+                      threads=threads, device=device)
+    msg = f"wrote {output} ({s['steps']} steps, {s['train_s']:.0f} s on {s['device']}"
+    if "peak_gpu_mib" in s:
+        msg += f", peak GPU memory {s['peak_gpu_mib']:.0f} MiB"
     if "pretext_mae" in s:
         msg += (f"; held-out overlap error {s['pretext_mae']:.3f} vs uniform guess "
                 f"{s['uniform_mae']:.3f}")

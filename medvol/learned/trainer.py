@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import InputError, WeightsError
 
-__all__ = ["TrainResult", "train_loop", "save_loss_curve", "read_checkpoint_info"]
+__all__ = ["TrainResult", "train_loop", "save_loss_curve", "read_checkpoint_info", "resolve_device",
+           "peak_gpu_mib"]
 
 CKPT_TENSORS = "checkpoint.safetensors"
 CKPT_JSON = "checkpoint.json"
@@ -187,6 +188,31 @@ def _load(run: Path, *, model, optimizer, scheduler, gen, config) -> tuple[int, 
         torch.cuda.set_rng_state_all(cuda[:torch.cuda.device_count()])
     return (int(side["step"]), list(side.get("history", [])), float(side.get("train_seconds", 0.0)),
             dict(side.get("state") or {}))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` are
+    checked (a CUDA request without a GPU is a :class:`~medvol.errors.BackendError`)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import BackendError
+
+        raise BackendError("CUDA requested but not available", hint="use --device cpu")
+    return device
+
+
+def peak_gpu_mib(device: str) -> float | None:
+    """Peak memory PyTorch allocated on a CUDA ``device`` since its start (MiB); ``None`` on CPU."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
 def train_loop(run_dir, *, model, optimizer, step_fn: Callable, steps: int, seed: int = 0,

@@ -29,21 +29,25 @@ def pretrain_masked(data=None, *, sources: Sequence[str] = ("hippocampus",),
                     batch: int = 2, block: int = 8, mask_ratio: float = 0.5, lr: float = 1e-4,
                     weight_decay: float = 1e-5, steps: int = 3000, run_dir="runs/mvr",
                     time_limit_s: float | None = None, export=None, overwrite: bool = False,
-                    seed: int = 0, progress=True, checkpoint_every: int = 100) -> dict:
-    """Pre-train the baseline (resumable from ``run_dir``); returns a summary dict."""
+                    seed: int = 0, progress=True, checkpoint_every: int = 100,
+                    device: str = "cpu") -> dict:
+    """Pre-train the baseline (resumable from ``run_dir``); returns a summary dict.
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (masks are drawn on the CPU)."""
     import torch
 
     from ..errors import InputError
     from ..learned.registry import build_model, config_to_dict
-    from ..learned.trainer import save_loss_curve, train_loop
+    from ..learned.trainer import peak_gpu_mib, resolve_device, save_loss_curve, train_loop
     from ..learned.weights import save_weights
     from . import models as _models  # noqa: F401
     from .data import unlabelled_pool
 
     if not 2 <= block <= 32 or not 0 < mask_ratio < 1 or not 1 <= batch <= 64:
         raise InputError("block must be in [2, 32], mask_ratio in (0, 1), batch in [1, 64]")
+    device = resolve_device(device)
     vols, _ = unlabelled_pool(data, sources, region=region)
     net, cfg = build_model("mvr_cnn", model_config)
+    net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=True)
     run_cfg = {"arch": "mvr_cnn", "model": config_to_dict(cfg), "region": list(region),
                "batch": batch, "block": block, "mask_ratio": mask_ratio, "lr": lr,
@@ -51,9 +55,9 @@ def pretrain_masked(data=None, *, sources: Sequence[str] = ("hippocampus",),
 
     def step_fn(step, rng):
         idx = rng.integers(0, len(vols), batch)
-        x = torch.from_numpy(vols[idx])[:, None]
+        x = torch.from_numpy(vols[idx])[:, None].to(device)
         m = torch.from_numpy(np.stack([block_mask(x.shape[2:], block, mask_ratio, rng)
-                                       for _ in idx]))[:, None]
+                                       for _ in idx]))[:, None].to(device)
         y = net(x.masked_fill(m, 0.0))
         loss = (y - x).abs()[m].mean()
         return {"loss": loss}
@@ -65,7 +69,9 @@ def pretrain_masked(data=None, *, sources: Sequence[str] = ("hippocampus",),
     out = {"steps": res.steps_done, "train_s": round(res.train_s, 1),
            "wall_s": round(time.perf_counter() - t0, 1), "volumes": len(vols),
            "final_loss": float(np.mean([h["loss"] for h in res.history[-50:]]))
-           if res.history else None}
+           if res.history else None, "device": device}
+    if peak_gpu_mib(device) is not None:
+        out["peak_gpu_mib"] = peak_gpu_mib(device)
     if export is not None:
         save_weights(export, net, arch="mvr_cnn", config=cfg, task="masked-reconstruction",
                      data={"sources": list(sources), "volumes": len(vols)},

@@ -77,6 +77,9 @@ class VoCoSettings:
                              f"{self.grid}")
         if not 1 <= self.n_crops <= 16 or not 1 <= self.batch <= _MAX_BATCH:
             raise InputError(f"n_crops must be in [1, 16] and batch in [1, {_MAX_BATCH}]")
+        if self.n_crops * self.batch < 2:
+            raise InputError("batch × n_crops must be at least 2: the projector's batch norm "
+                             "needs two random crops per step", hint="raise --crops or --batch")
         if not 0 < self.lr <= 1 or not 0 <= self.momentum < 1:
             raise InputError(f"lr must be in (0, 1] and momentum in [0, 1), got {self.lr}, "
                              f"{self.momentum}")
@@ -276,10 +279,11 @@ def pretext_error(model, vols: np.ndarray, s: VoCoSettings, *, crops_per_volume:
     s2 = VoCoSettings(**{**asdict(s), "n_crops": crops_per_volume})
     errs, uni = [], []
     model.eval()
+    dev = next(model.parameters()).device
     with torch.no_grad():
         for v in vols:
             c, b, y = crop_views(torch.from_numpy(v)[None], rng, s2, augment=False)
-            emb = model(torch.cat([c, b]))
+            emb = model(torch.cat([c, b]).to(dev)).cpu()
             lg = assign_logits(emb[None, :len(c)], emb[None, len(c):])[0]
             errs.append((lg - y).abs().mean().item())
             uni.append((y - 1.0 / y.shape[1]).abs().mean().item())
@@ -307,8 +311,13 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
                   model_config: dict | None = None, settings: dict | VoCoSettings | None = None,
                   steps: int = 3000, run_dir="runs/voco", time_limit_s: float | None = None,
                   export=None, overwrite: bool = False, seed: int = 0, threads: int | None = None,
-                  progress=True, checkpoint_every: int = 100) -> dict:
+                  progress=True, checkpoint_every: int = 100, device: str = "cpu",
+                  volumes: np.ndarray | None = None) -> dict:
     """Pre-train a VoCo backbone (resumable from ``run_dir``); returns a summary dict.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (crops are cut on the CPU, the networks run on
+    the device; the summary holds ``peak_gpu_mib`` on CUDA). ``volumes``: an already loaded pool
+    ``(N, z, y, x)`` at ``settings.region`` used instead of reading ``data`` (speed benchmarks).
 
     ``export``: write the student (encoder + projector) as safetensors with the data provenance,
     the held-out pretext error and the loss curve next to it (``<export>_loss.png``).
@@ -318,7 +327,7 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
     import torch
 
     from ..learned.registry import build_model, config_to_dict
-    from ..learned.trainer import save_loss_curve, train_loop
+    from ..learned.trainer import peak_gpu_mib, resolve_device, save_loss_curve, train_loop
     from ..learned.weights import save_weights
     from . import models as _models  # noqa: F401 - registers voco_cnn / voco_swin
     from .data import heldout_images, unlabelled_pool
@@ -337,9 +346,16 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
         from .._threads import set_threads
 
         set_threads(int(threads))
-    vols, names = unlabelled_pool(data, sources, region=s.region)
+    device = resolve_device(device)
+    if volumes is None:
+        vols, _ = unlabelled_pool(data, sources, region=s.region)
+    else:
+        vols = np.asarray(volumes, np.float32)
+        if vols.ndim != 4 or tuple(vols.shape[1:]) != tuple(s.region) or not len(vols):
+            raise InputError(f"volumes must be (N, {', '.join(map(str, s.region))}), got "
+                             f"{vols.shape}")
     student, cfg = build_model(arch, model_config)
-    pair = VoCoPair(student)
+    pair = VoCoPair(student.to(device))
     opt = torch.optim.AdamW(pair.student.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             amsgrad=True)
     run_cfg = {"arch": arch, "model": config_to_dict(cfg), "settings": config_to_dict(s),
@@ -349,7 +365,7 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
         if step > 0:
             ema_update(pair.teacher, pair.student, s.momentum)
         idx = rng.integers(0, len(vols), s.batch)
-        return voco_step(pair, *_batch(vols, idx, rng, s))
+        return voco_step(pair, *(t.to(device) for t in _batch(vols, idx, rng, s)))
 
     t0 = time.perf_counter()
     res = train_loop(run_dir, model=pair, optimizer=opt, step_fn=step_fn, steps=steps, seed=seed,
@@ -358,9 +374,12 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
     out = {"steps": res.steps_done, "finished": res.finished, "train_s": round(res.train_s, 1),
            "wall_s": round(time.perf_counter() - t0, 1), "volumes": len(vols),
            "final_loss": float(np.mean([h["loss"] for h in res.history[-50:]]))
-           if res.history else None}
+           if res.history else None, "device": device}
+    if peak_gpu_mib(device) is not None:
+        out["peak_gpu_mib"] = peak_gpu_mib(device)
     if export is not None:
-        held = heldout_images(data, s.region) if "hippocampus" in sources else vols[:0]
+        held = (heldout_images(data, s.region) if "hippocampus" in sources and volumes is None
+                else vols[:0])
         if len(held):
             out.update(pretext_error(pair.student, held, s, seed=seed))
         save_weights(export, pair.student, arch=arch, config=cfg, task="voco-pretrain",

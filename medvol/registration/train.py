@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import InputError, WeightsError
+from ..learned.trainer import resolve_device
 
 __all__ = ["TrainSpec", "RegistrationRun", "train_registration", "train_run", "export_weights",
            "recalibrate_batchnorm", "recalibrate_weights_file", "MODELS", "MODALITIES"]
@@ -152,20 +153,6 @@ class RegistrationRun:
             "train_seconds": round(train_s, 1), "device": str(self.device)}, overwrite=overwrite)
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import BackendError
-
-        raise BackendError("CUDA requested but not available", hint="use --device cpu")
-    return device
-
-
 def train_run(spec: TrainSpec, *, sources, device: str = "auto") -> RegistrationRun:
     """Set up one run: the network comes from the run's checkpoint config when resuming, else
     from ``spec.init`` (weights and config), else fresh from ``spec.config``."""
@@ -177,7 +164,7 @@ def train_run(spec: TrainSpec, *, sources, device: str = "auto") -> Registration
     from .learned import load_model
 
     spec.check()
-    device = _resolve_device(device)
+    device = resolve_device(device)
     side = read_checkpoint_info(spec.out)
     init_model, init_steps = None, 0
     if side is not None:
@@ -351,7 +338,7 @@ def train_registration(*, data: str | os.PathLike | None = None,
     from .data import load_sources
 
     check_choices(models, modalities)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if dev == "cpu":
         torch.set_num_threads(int(os.environ.get("MEDVOL_TRAIN_THREADS", "1")))
     else:

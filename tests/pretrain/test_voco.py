@@ -281,3 +281,57 @@ def test_shipped_voco_weights_predict_overlap_on_held_out_volumes(shared_data):
     net = basic_unet(info.config["features"])
     enc = torch.nn.ModuleDict({k: getattr(net, k) for k in CNN_ENCODER_KEYS})
     enc.load_state_dict(encoder_state_dict(p), strict=True)
+
+
+def test_one_crop_per_step_refused_before_training():
+    """The projector's batch norm needs two embeddings: batch × n_crops = 1 is refused by
+    validate (MONAI/torch would otherwise fail inside the first step)."""
+    with pytest.raises(InputError, match="at least 2"):
+        VoCoSettings(region=(32, 48, 32), n_crops=1, batch=1).validate()
+    VoCoSettings(region=(32, 48, 32), n_crops=1, batch=2).validate()
+
+
+def test_preloaded_pool_and_device_checks(tmp_path):
+    """``volumes=`` trains without a data folder (the speed benchmark's path); a pool of the
+    wrong region and an unknown device are refused before training."""
+    from medvol.errors import BackendError
+    from medvol.pretrain.voco import pretrain_voco
+
+    pool = np.random.default_rng(0).random((3, 32, 32, 32)).astype(np.float32)
+    kw = dict(model_config=TINY, settings={"region": [32, 32, 32]}, progress=False)
+    r = pretrain_voco(None, steps=2, run_dir=tmp_path / "a", volumes=pool, device="cpu", **kw)
+    assert r["steps"] == 2 and r["volumes"] == 3 and r["device"] == "cpu"
+    assert "peak_gpu_mib" not in r and np.isfinite(r["final_loss"])
+    with pytest.raises(InputError, match="volumes must be"):
+        pretrain_voco(None, steps=1, run_dir=tmp_path / "b", volumes=pool[:, :16], **kw)
+    with pytest.raises(InputError, match="unknown device"):
+        pretrain_voco(None, steps=1, run_dir=tmp_path / "c", volumes=pool, device="tpu", **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="CUDA"):
+            pretrain_voco(None, steps=1, run_dir=tmp_path / "d", volumes=pool, device="cuda",
+                          **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_swin_pretrains_on_cuda_and_exports_for_monai(tmp_path):
+    """The GPU config's path: voco_swin trained on CUDA (student, EMA teacher and losses on the
+    device), checkpoint resumed, export loaded into MONAI's SwinUNETR on the CPU."""
+    pytest.importorskip("einops")
+    from monai.networks.nets import SwinUNETR
+
+    from medvol.models.voco import SWIN_ENCODER_KEYS
+    from medvol.pretrain.voco import pretrain_voco
+
+    cfg = {"feature_size": 12, "window_size": 4, "depths": [1, 1, 1, 1],
+           "num_heads": [1, 1, 1, 1], "proj_hidden": 16, "proj_out": 8}
+    pool = np.random.default_rng(0).random((2, 64, 64, 64)).astype(np.float32)
+    kw = dict(arch="voco_swin", model_config=cfg, settings={"region": [64, 64, 64]},
+              run_dir=tmp_path / "run", volumes=pool, device="cuda", progress=False)
+    assert pretrain_voco(None, steps=2, **kw)["steps"] == 2
+    r = pretrain_voco(None, steps=4, export=tmp_path / "s.safetensors", **kw)
+    assert r["steps"] == 4 and r["device"] == "cuda" and r["peak_gpu_mib"] > 0
+    net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, window_size=4,
+                    depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), use_v2=True)
+    enc = torch.nn.ModuleDict({k: getattr(net, k) for k in SWIN_ENCODER_KEYS})
+    enc.load_state_dict(encoder_state_dict(tmp_path / "s.safetensors"), strict=True)

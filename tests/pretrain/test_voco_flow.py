@@ -21,6 +21,6 @@ def test_pretrain_flow_body_calls_library(tmp_path, monkeypatch):
     monkeypatch.setattr(V, "pretrain_voco", lambda *a, **k: real(*a, model_config=TINY, **k))
     out = tmp_path / "w.safetensors"
     s = F._pretrain_task.fn(str(root), ["hippocampus"], "voco_cnn", {"region": [32, 32, 32]}, 2,
-                            str(tmp_path / "run"), None, str(out), False, 0)
-    assert s["steps"] == 2 and read_weights_info(out).arch == "voco_cnn"
+                            str(tmp_path / "run"), None, str(out), False, 0, device="cpu")
+    assert s["steps"] == 2 and s["device"] == "cpu" and read_weights_info(out).arch == "voco_cnn"
     assert callable(F.voco_pretrain.fn)
