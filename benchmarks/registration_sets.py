@@ -365,7 +365,9 @@ def main(argv=None, *, paired_ci=None):
     sim = "lncc" if metric == "ncc" else "mi"
     for m in methods:
         if m in ("affine", "bspline") or (m == "demons" and metric == "ncc"):
-            c = _classical(m, metric, {})
+            from medvol.registration.demons import demons_settings
+
+            c = _classical(m, metric, {"demons": demons_settings(task)})
             fns[m] = (lambda c: (lambda f, mv: c(f, mv, pre)))(c)
         elif m in ("voxelmorph", "micdir"):
             budgets = {m: (0, None)}                      # row name: (steps, full-res steps)

@@ -42,7 +42,7 @@ def register(
                                          "optimisation steps on the pair (half then full "
                                          "resolution; LNCC or MIND + smoothness + inverse "
                                          "consistency). Default 40 (half at full resolution); "
-                                         "--task hippocampus: 2 at half resolution; --task ixi: 8 "
+                                         "--task hippocampus: 2 at half resolution; --task ixi: 20 "
                                          "at full resolution with Adam step 0.3 and no IC term "
                                          "(each task's budget chosen on pairs outside the test "
                                          "set; an explicit other budget runs with the general "
@@ -64,7 +64,8 @@ def register(
                                             "grid."),
     task: Optional[str] = typer.Option(None, help="micdir/voxelmorph: shipped weights "
                                        "<method>_<task> (intra, inter, hippocampus, ixi, synth); "
-                                       "default: the modality's."),
+                                       "default: the modality's. demons: --task ixi runs the "
+                                       "whole-brain settings chosen on IXI training pairs."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
     progress: bool = typer.Option(True, help="Progress bars (levels, iterations, ETA) on a "
                                   "terminal; never when stderr is piped."),

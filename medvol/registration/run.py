@@ -93,7 +93,8 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         :func:`medvol.registration.refine.default_refine`; 0: off). refine_full : how many of
         those steps run at full resolution (``None``: the task's default, else half of them; 0:
         all at half resolution, the fast budget). task : learned methods:
-        shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``).
+        shipped weights ``<method>_<task>`` (e.g. ``hippocampus``, ``synth``); demons: the
+        task's tuned settings (:data:`medvol.registration.demons.DEMONS_TASK`, e.g. ``ixi``).
     similarity : learned methods: the refinement's similarity (``lncc``, ``mi``, ``mind``;
         default :func:`medvol.registration.refine.default_similarity` of the modality).
     grid_mm : learned methods: the spacing of the grid the net and its refinement run on
@@ -136,9 +137,10 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
 
         u = register_bspline(fixed, moving, metric=metric, seed=seed)
     elif method == "demons":
-        from .demons import register_demons
+        from .demons import demons_settings, register_demons
 
-        u, info["demons"] = register_demons(fixed, moving, metric=metric, seed=seed)
+        u, info["demons"] = register_demons(fixed, moving, metric=metric, seed=seed,
+                                            settings=demons_settings(task))
     else:
         from .classical import affine_transform, transform_to_field
 
@@ -272,6 +274,8 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
                            grid_mm=grid_mm)
     if "refine_settings" in res.info:      # the Adam step / weights the refinement used (task's)
         man.data["parameters"]["refine_settings"] = res.info["refine_settings"]
+    if "demons" in res.info:               # the demons settings used (the task's, e.g. ixi)
+        man.data["parameters"]["demons_settings"] = res.info["demons"]
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))

@@ -119,20 +119,21 @@ def test_default_refine_per_task_and_caller_values_win():
     assert default_refine("hippocampus", 10) == (10, 5)
     assert default_refine(None) == default_refine("intra") == (DEFAULT_REFINE, DEFAULT_REFINE // 2)
     assert default_refine("synth", 0) == (0, 0) and default_refine("inter", 8, 0) == (8, 0)
-    assert default_refine("ixi") == (8, 8) and default_refine("ixi", 20) == (20, 10)
+    assert default_refine("ixi") == (20, 20) and default_refine("ixi", 8) == (8, 4)
 
 
 def test_task_refine_settings_and_caller_settings_win():
-    """--task ixi's own budget (8 full-resolution steps) runs with its Adam step and no IC term;
+    """--task ixi's own budget (20 full-resolution steps) runs with its Adam step and no IC term;
     any other budget, and other tasks, keep the RefineSettings defaults; settings passed by the
     caller are used unchanged."""
     from medvol.registration.refine import RefineSettings, default_refine_settings
 
-    for budget in [(None, None), (8, 8)]:
+    for budget in [(None, None), (20, 20)]:
         s = default_refine_settings("ixi", *budget)
         assert (s.lr, s.w_ic) == (0.3, 0.0) and s.w_smooth == RefineSettings().w_smooth
-    # --refine 8 alone is 4 half + 4 full steps: not the task's budget
-    assert default_refine_settings("ixi", 8) == default_refine_settings("ixi", 40) == RefineSettings()
+    # --refine 20 alone is 10 half + 10 full steps: not the task's budget
+    assert default_refine_settings("ixi", 20) == default_refine_settings("ixi", 40) == RefineSettings()
+    assert default_refine_settings("ixi", 8, 8) == RefineSettings()    # the earlier default
     assert default_refine_settings("hippocampus") == default_refine_settings(None) == RefineSettings()
     mine = RefineSettings(lr=0.05)
     assert default_refine_settings("ixi", settings=mine) is mine
@@ -156,7 +157,7 @@ def test_register_volumes_uses_and_records_the_task_default_refine():
     assert (r0.info["refine_steps"], r0.info["refine_full_res_steps"]) == (0, 0)
     assert r0.info["refine_settings"] is None
     ri = register_volumes(f, m, method="micdir", task="ixi", prealign=False)
-    assert (ri.info["refine_steps"], ri.info["refine_full_res_steps"]) == (8, 8)
+    assert (ri.info["refine_steps"], ri.info["refine_full_res_steps"]) == (20, 20)
     assert ri.info["refine_settings"]["lr"] == 0.3 and ri.info["refine_settings"]["w_ic"] == 0.0
 
 
@@ -232,3 +233,31 @@ def test_inference_grid_covers_the_fixed_image_within_the_model_fov():
         inference_grid(small, net, meta, 1.5)
     assert default_grid_mm("synth") == 2.0 and default_grid_mm("synth", 0) is None
     assert default_grid_mm(None) is None and default_grid_mm("hippocampus", 2.5) == 2.5
+
+
+def test_demons_task_settings_reach_the_run_and_manifest(tmp_path, monkeypatch):
+    """``--method demons --task ixi`` runs the IXI-tuned settings (DEMONS_TASK) and records them
+    in manifest.json; no task or another task keeps the general default."""
+    import json
+
+    from medvol import io as mio
+    from medvol.registration import demons as D
+    from medvol.registration.run import run_register
+
+    seen = []
+
+    def spy(fixed, moving, *, metric="ncc", seed=0, settings=None, initial=None):
+        seen.append(settings)
+        return np.zeros(fixed.shape + (3,)), {"method": "spy", **settings.to_dict()}
+
+    monkeypatch.setattr(D, "register_demons", spy)
+    a = np.random.default_rng(0).random((12, 14, 16)).astype(np.float32)
+    vol = Volume(a, spacing=(2.0, 2.0, 2.0))
+    pf = tmp_path / "f.nrrd"
+    mio.write(vol, pf)
+    for task, out in (("ixi", "o1"), (None, "o2"), ("hippocampus", "o3")):
+        run_register(pf, pf, tmp_path / out, method="demons", task=task)
+    assert seen[0] == D.DemonsSettings(**D.DEMONS_TASK["ixi"])
+    assert seen[1] == seen[2] == D.DemonsSettings() and seen[1].field_sigma == 0.75
+    man = json.loads((tmp_path / "o1" / "manifest.json").read_text())
+    assert man["parameters"]["demons_settings"]["iterations"] == list(D.DEMONS_TASK["ixi"]["iterations"])

@@ -67,10 +67,11 @@ def test_ixi_weights_known_dice_on_held_out_subjects(method, ixi_pairs):
     assert np.mean(got) > np.mean(aff_only) + 0.05
 
 
-# the same two pairs through ``--task ixi``'s default refinement (8 full-resolution Adam steps,
+# the same two pairs through ``--task ixi``'s default refinement (20 full-resolution Adam steps,
 # lr 0.3, no IC term; TASK_REFINE / TASK_SETTINGS), measured 2026-12-04 with the shipped
-# micdir_ixi file, 1 torch thread (deterministic: two runs identical to 4 decimals)
-PINNED_REFINED = [0.6705, 0.6606]
+# micdir_ixi file, 1 torch thread (deterministic: two runs identical to 4 decimals; the earlier
+# 8-step default gave 0.6705 / 0.6606)
+PINNED_REFINED = [0.6845, 0.6675]
 
 
 @pytest.mark.slow
