@@ -99,7 +99,12 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    from medvol.errors import MedvolError
+
+    try:
+        dev = resolve_device(args.device)
+    except MedvolError as e:
+        raise SystemExit(f"voco_gpu: {e}") from None
     recs = []
     for name in args.configs.split(","):
         if name not in CONFIGS:
