@@ -363,10 +363,10 @@ def main(argv=None, *, paired_ci=None):
         pairs = intermodal_pairs(a.data, amp_mm=a.amp, split=a.split)[:a.pairs]
         labels, metric, pre = [1, 2, 3], "mi", False
     sim = "lncc" if metric == "ncc" else "mi"
+    from medvol.registration.demons import demons_settings
+
     for m in methods:
         if m in ("affine", "bspline") or (m == "demons" and metric == "ncc"):
-            from medvol.registration.demons import demons_settings
-
             c = _classical(m, metric, {"demons": demons_settings(task)})
             fns[m] = (lambda c: (lambda f, mv: c(f, mv, pre)))(c)
         elif m in ("voxelmorph", "micdir"):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 CONFIGS = {
     "cpu": dict(arch="voco_cnn", settings=dict(region=(32, 48, 32), grid=2, n_crops=2, batch=2,
                                                lr=5e-4)),
-    "gpu": dict(arch="voco_swin", settings=None),      # GPU_SETTINGS, filled in main()
+    "gpu": dict(arch="voco_swin", settings=None),      # medvol.pretrain.voco.GPU_SETTINGS, lr 1e-4
 }
 
 
@@ -95,12 +95,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     import torch
 
+    from medvol.errors import MedvolError
     from medvol.learned.trainer import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from medvol.errors import MedvolError
-
     try:
         dev = resolve_device(args.device)
     except MedvolError as e:

@@ -70,8 +70,8 @@ def pretrain_masked(data=None, *, sources: Sequence[str] = ("hippocampus",),
            "wall_s": round(time.perf_counter() - t0, 1), "volumes": len(vols),
            "final_loss": float(np.mean([h["loss"] for h in res.history[-50:]]))
            if res.history else None, "device": device}
-    if peak_gpu_mib(device) is not None:
-        out["peak_gpu_mib"] = peak_gpu_mib(device)
+    if (peak := peak_gpu_mib(device)) is not None:
+        out["peak_gpu_mib"] = peak
     if export is not None:
         save_weights(export, net, arch="mvr_cnn", config=cfg, task="masked-reconstruction",
                      data={"sources": list(sources), "volumes": len(vols)},

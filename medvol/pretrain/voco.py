@@ -375,8 +375,8 @@ def pretrain_voco(data=None, *, sources: Sequence[str] = ("hippocampus",), arch:
            "wall_s": round(time.perf_counter() - t0, 1), "volumes": len(vols),
            "final_loss": float(np.mean([h["loss"] for h in res.history[-50:]]))
            if res.history else None, "device": device}
-    if peak_gpu_mib(device) is not None:
-        out["peak_gpu_mib"] = peak_gpu_mib(device)
+    if (peak := peak_gpu_mib(device)) is not None:
+        out["peak_gpu_mib"] = peak
     if export is not None:
         held = (heldout_images(data, s.region) if "hippocampus" in sources and volumes is None
                 else vols[:0])
