@@ -300,6 +300,13 @@ class MICDIRConfig:
     steps): Dice 0.682 with ``z = μ`` (BatchNorm re-estimated on that path), 0.756 with
     ``K = 1, 4, 16`` or 64 (training BatchNorm statistics). The graph is 64 nodes: ``K = 8``
     costs well under 1 % of a forward pass.
+
+    ``int_resolution``: ``"half"`` integrates the velocity at half resolution (the released
+    code); ``"full"`` integrates it on the full grid, as VoxelMorph does. The shipped
+    hippocampus weights (trained with ``"half"``) run with ``"full"``: on the 10 validation pairs
+    net Dice 0.816 vs 0.793 (folding 0.055 % vs 0.001 %, SD log|J| 0.97 vs 0.56) — the half-size
+    resampling low-passes the velocity and blurs detail the ~3-voxel-thick hippocampus needs.
+    Every other shipped weights file keeps ``"half"``.
     """
 
     enc_channels: tuple = (16, 32, 32, 32, 32)
@@ -318,6 +325,7 @@ class MICDIRConfig:
     velocity_act: bool = True
     raw_reshape: bool = True
     latent_samples: int = 0
+    int_resolution: str = "half"
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -341,6 +349,8 @@ class MICDIRConfig:
             raise ValueError("std_from_logvar must be 'exp' or 'exp_half'")
         if self.adjacency_act not in ("leaky_relu", "relu"):
             raise ValueError("adjacency_act must be 'leaky_relu' or 'relu'")
+        if self.int_resolution not in ("half", "full"):
+            raise ValueError("int_resolution must be 'half' (released code) or 'full'")
         return self
 
     @classmethod
@@ -435,7 +445,23 @@ class MICDIR(nn.Module):
         draws = [graph(sample=True, generator=gen) for _ in range(k)]
         return sum(h for h, _ in draws) / k, draws[-1][1]
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
+    def integrate(self, velocity: torch.Tensor) -> torch.Tensor:
+        """The displacement of ``velocity`` (scaling and squaring, ``int_steps``): at half
+        resolution (:func:`integrate_half_res`, the released code) or, with ``int_resolution =
+        "full"``, on the velocity's own grid (:func:`integrate_svf`, as VoxelMorph's MONAI
+        ``DVF2DDF``). Used by :meth:`forward` and by instance optimisation."""
+        if self.config.int_resolution == "full":
+            return integrate_svf(velocity, self.config.int_steps)
+        return integrate_half_res(velocity, self.config.int_steps)
+
+    def velocity(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """The full-resolution velocity field alone (what :meth:`forward` returns as
+        ``velocity``), without integrating, warping or the auxiliary half-resolution head: the
+        start of instance optimisation, which integrates the velocity itself."""
+        return self._decode(fixed, moving)[0]
+
+    def _decode(self, fixed: torch.Tensor, moving: torch.Tensor):
+        """``(velocity, half-resolution decoder features, scg_loss)``."""
         if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:
             raise ValueError(f"fixed and moving must both be (B, 1, z, y, x); got "
                              f"{tuple(fixed.shape)} and {tuple(moving.shape)}")
@@ -459,14 +485,17 @@ class MICDIR(nn.Module):
             y = stage(torch.cat([y, skip], dim=1))
             if i == self._half_index:
                 half_feat = y
-        velocity = self.head(torch.cat([y, fixed], dim=1))
-        ddf = integrate_half_res(velocity, cfg.int_steps)
+        return self.head(torch.cat([y, fixed], dim=1)), half_feat, scg_loss
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
+        velocity, half_feat, scg_loss = self._decode(fixed, moving)
+        ddf = self.integrate(velocity)
         out = {"velocity": velocity, "ddf": ddf, "warped": warp(moving, ddf),
                "scg_loss": scg_loss, "velocity_half": None, "ddf_half": None}
         if self.half_head is not None and half_feat is not None:
             v_half = self.half_head(half_feat)
             out["velocity_half"] = v_half
-            out["ddf_half"] = integrate_half_res(v_half, cfg.int_steps)
+            out["ddf_half"] = integrate_half_res(v_half, self.config.int_steps)
         return out
 
 

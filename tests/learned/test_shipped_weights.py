@@ -9,7 +9,10 @@ The ``pdunet_ct_x16`` / ``lpd_ct_x16`` entries were regenerated when those weigh
 on many patients (issue 14; ``pdunet_ct_x16`` again after its third, fifth and sixth stages), the
 ``pdunet_mri_x16`` / ``lpd_mri_x16`` entries when those were retrained on many subjects, and
 the ``*_hippocampus`` / ``*_synth`` / ``*_ixi`` entries were made when those weights were first
-shipped (issue 15); they pin the new files the same way.
+shipped (issue 15); they pin the new files the same way. ``micdir_hippocampus`` was
+regenerated when that file's config moved to full-resolution integration (tensors unchanged:
+:func:`test_micdir_hippocampus_tensors_are_the_trained_ones` pins its half-resolution output to
+the earlier entry).
 """
 from __future__ import annotations
 
@@ -115,3 +118,18 @@ def test_registration_shipped_outputs_unchanged(name):
     # moves the sum of the 1 M-voxel field by 1.35e-6 relative (measured); the seven values
     # stay within 1e-6 of the field's maximum
     _compare(name, ddf, rtol_sum=5e-6)
+
+
+@pytest.mark.slow
+def test_micdir_hippocampus_tensors_are_the_trained_ones():
+    """Integrated at half resolution, as trained, the file still gives the field it gave before
+    its config moved to ``int_resolution = "full"`` (the earlier reference entry)."""
+    from medvol.registration.learned import run_net
+
+    model, _ = load_weights(shipped_weights("micdir_hippocampus"), arch="micdir")
+    assert model.config.int_resolution == "full"
+    model.config.int_resolution = "half"
+    ddf, _ = run_net(model, *_blobs((32, 48, 48)))
+    a = np.asarray(ddf, np.float64)
+    np.testing.assert_allclose([a.sum(), np.abs(a).sum()], [6163.403312324339, 181016.84015812096],
+                               rtol=5e-6)

@@ -156,6 +156,30 @@ def test_sampled_latent_reduces_to_the_mean_when_sigma_vanishes():
         MICDIRConfig(latent_samples=65).validate()
 
 
+def test_integration_resolution_option_and_velocity_only_path():
+    """``int_resolution``: "half" is the released half-size integration, "full" integrates on the
+    velocity's own grid; ``velocity()`` is exactly the velocity ``forward`` integrates, and
+    refinement integrates with the model's own choice."""
+    from medvol.registration.refine import predict_velocity
+
+    x, y = torch.rand(1, 1, 16, 24, 16), torch.rand(1, 1, 16, 24, 16)
+    m = _small_micdir(2).eval()
+    with torch.no_grad():
+        out = m(x, y)
+        v = m.velocity(x, y)
+        assert torch.equal(v, out["velocity"])
+        assert torch.allclose(out["ddf"], integrate_half_res(v, 7), atol=1e-6)
+        m.config.int_resolution = "full"
+        full = m(x, y)["ddf"]
+        assert torch.allclose(full, integrate_svf(v, 7), atol=1e-6)
+        # a velocity with detail below the half grid's Nyquist limit: the half-size path loses it
+        assert not torch.allclose(full, out["ddf"], atol=1e-3)
+    v2, integrate = predict_velocity(m, x, y)
+    assert torch.equal(v2, v) and torch.allclose(integrate(v2), full, atol=1e-6)
+    with pytest.raises(ValueError, match="int_resolution"):
+        MICDIRConfig(int_resolution="quarter").validate()
+
+
 def test_voxelmorph_wrapper_swaps_to_monai_order():
     pytest.importorskip("monai")
     from medvol.models.voxelmorph import VoxelMorphNet

@@ -94,3 +94,35 @@ def test_ixi_task_metadata_is_the_intramodal_grid():
     meta = T.task_meta("ixi")
     assert meta["grid_shape"] == [64, 80, 64] and meta["grid_spacing_mm"] == 2.5
     assert meta["dataset"] == "ixi10" and meta["modality"] == "intra"
+
+
+def test_micdir_trains_at_half_resolution_and_exports_the_task_integration(tmp_path, monkeypatch):
+    """Warm-started from the shipped hippocampus file (exported with ``"full"``), MICDIR trains
+    with the released half-resolution integration; the export writes the task's validated
+    choice (``EXPORT_INT_RESOLUTION``) or the caller's."""
+    from medvol.learned.weights import read_weights_info
+
+    seen = []
+
+    class Pairs(_Pairs):
+        def __init__(self):
+            super().__init__()
+            z = torch.zeros(1, 1, 32, 48, 48)
+            self.out = (z + 0.5, z + 0.25, z.long(), z.long())
+
+    monkeypatch.setattr(T, "_sampler", lambda *a, **k: (Pairs(), 2))
+    orig = T._Run.step_fn
+
+    def spy(self, *a, **k):
+        seen.append(self.model.config.int_resolution)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(T._Run, "step_fn", spy)
+    for arg, want in ((None, "full"), ("half", "half")):
+        out = tmp_path / str(arg)
+        T.train_task("hippocampus", steps=1, runs=tmp_path / f"runs{arg}", models=["micdir"],
+                     init="hippocampus", export=out, ckpt_every=1, progress=False,
+                     int_resolution=arg)
+        info = read_weights_info(out / "micdir_hippocampus.safetensors")
+        assert info.config["int_resolution"] == want
+    assert seen and set(seen) == {"half"}
