@@ -11,8 +11,9 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
    (``full_steps`` defaults to ``steps - steps // 2``; a half-resolution step costs about a
    tenth of a full one with the inverse-consistency term, so ``full_steps=0`` is the fast
    budget);
-3. each step integrates ``v`` with the net's own integrator (MICDIR: ``MICDIR.integrate``, scaling and squaring at
-   half resolution as released or at full resolution, ``int_resolution``; VoxelMorph: MONAI ``DVF2DDF``, 7 steps) and minimises
+3. each step integrates ``v`` with the net's own integrator (MICDIR: ``MICDIR.integrate``,
+   scaling and squaring at half resolution as released, or at full resolution with
+   ``int_resolution = "full"``; VoxelMorph: MONAI ``DVF2DDF``, 7 steps) and minimises
    ``similarity(fixed, moving∘φ) + w_smooth·‖∇u‖² + w_ic·‖u + u⁻∘φ‖²`` with ``u⁻ = exp(−v)``
    (inverse consistency of the forward and the backward map). Similarity: MONAI
    ``LocalNormalizedCrossCorrelationLoss`` (kernel 5) intramodal; intermodal MONAI
