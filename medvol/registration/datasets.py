@@ -42,7 +42,7 @@ from ..errors import InputError
 from ..volume import Volume
 
 __all__ = ["splits", "HIPPO_DATA", "IXI_DATA", "SYNTH_DATA", "HIPPO_SHAPE", "HIPPO_CROP",
-           "HIPPO_OFFSET", "load_hippocampus", "hippocampus_test_pairs", "HippocampusPairs",
+           "HIPPO_OFFSET", "hippocampus_intensity", "load_hippocampus", "hippocampus_test_pairs", "HippocampusPairs",
            "load_ixi", "ixi_test_pairs", "ixi_training_pairs", "IXIPairs", "IXI_GRID",
            "IXI_SPACING", "IXI_DICE_LABELS", "SYNTH_GRID", "SYNTH_SPACING", "SYNTH_GROUPS",
            "load_label_maps", "LabelMapSynth", "SynthParams", "one_hot", "dice_loss",
@@ -88,7 +88,10 @@ def pad_crop(a: np.ndarray, shape=HIPPO_SHAPE) -> np.ndarray:
     return out
 
 
-def _norm(a: np.ndarray) -> np.ndarray:
+def hippocampus_intensity(a: np.ndarray) -> np.ndarray:
+    """The hippocampus nets' intensity scaling: the 0.01–99.99th percentiles of the voxels > 0
+    to [0, 1], zero where the image is ≤ 0 (training and the Volume path of
+    :func:`medvol.registration.learned.register_learned`)."""
     a = np.asarray(a, np.float32)
     sel = a[a > 0] if np.any(a > 0) else a.ravel()
     lo, hi = np.percentile(sel, [0.01, 99.99])
@@ -112,7 +115,7 @@ def load_hippocampus(data=None, split: str = "train") -> dict[str, tuple[np.ndar
                              hint="see the data layout in `medvol train micdir --help`")
         img = np.asarray(nib.load(str(fi)).dataobj, np.float32)
         lab = np.rint(np.asarray(nib.load(str(fl)).dataobj)).astype(np.uint8)
-        out[s] = (pad_crop(_norm(img)), pad_crop(lab))
+        out[s] = (pad_crop(hippocampus_intensity(img)), pad_crop(lab))
     return out
 
 

@@ -21,7 +21,7 @@ from ..errors import InputError, WeightsError
 from ..volume import Volume
 
 __all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "inference_grid",
-           "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
+           "file_order_task", "hippocampus_box_grid", "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
 
 METHODS = ("micdir", "voxelmorph")
 
@@ -75,6 +75,40 @@ def _centroid_grid(fixed: Volume, shape, spacing) -> Volume:
         grids = np.meshgrid(*[np.arange(n) for n in a.shape], indexing="ij")
         idx = np.array([(g * w).sum() / w.sum() for g in grids])[::-1]
     return model_grid(fixed.index_to_world(idx), fixed.direction, shape=shape, spacing=spacing)
+
+
+# The hippocampus weights were trained on arrays in the data files' own order: the MSD Task04 /
+# Learn2Reg crops are RAS-identity NIfTI, read as nibabel (i, j, k), padded / cropped about the
+# centre to 64³ and cut to the box HIPPO_OFFSET + HIPPO_CROP (medvol.registration.datasets).
+# medvol's Volumes are (z, y, x) = (k, j, i) in LPS, so the Volume path rebuilds that box in
+# physical space and hands the net its arrays transposed (_FILE_ORDER_DIRECTION: the training
+# files' i, j, k axes in LPS). Without this the net saw its inputs with i and k swapped: on a
+# pair of the data set's own files `medvol register --task hippocampus` lowered Dice (0.750 →
+# 0.640) where the benchmark's array path gains (2026-12-04).
+_FILE_ORDER_DIRECTION = np.diag([-1.0, -1.0, 1.0])
+
+
+def file_order_task(meta) -> bool:
+    """True for weights trained on arrays in the files' (i, j, k) order (the hippocampus
+    task): :func:`register_learned` then runs them on :func:`hippocampus_box_grid`."""
+    task = meta.task if hasattr(meta, "task") else (meta or {})
+    return isinstance(task, dict) and task.get("dataset") == "hippocampus"
+
+
+def hippocampus_box_grid(fixed: Volume) -> Volume:
+    """The hippocampus nets' box as a Volume grid (``(z, y, x)`` = the training files' (k, j, i),
+    1 mm, LPS directions of a RAS-identity file): for such a file exactly the voxels of the
+    training box (centre ``offset + (crop − 1)/2`` of the centred 64³ pad, per axis), elsewhere
+    the same box about the fixed image's centre, in the training orientation."""
+    from .data import model_grid
+    from .datasets import HIPPO_CROP, HIPPO_OFFSET, HIPPO_SHAPE
+
+    n_xyz = np.asarray(fixed.shape[::-1], dtype=float)            # index axes (x, y, z) = (i, j, k)
+    box_c = np.asarray(HIPPO_OFFSET, float) + (np.asarray(HIPPO_CROP, float) - 1) / 2
+    pad = np.asarray(HIPPO_SHAPE, float)
+    shift = np.where(n_xyz <= pad, -((pad - n_xyz) // 2), (n_xyz - pad) // 2)
+    centre = fixed.index_to_world(box_c + shift)
+    return model_grid(centre, _FILE_ORDER_DIRECTION, shape=tuple(HIPPO_CROP[::-1]), spacing=1.0)
 
 
 def inference_grid(fixed: Volume, model, meta, grid_mm: float | None = None) -> Volume:
@@ -159,22 +193,36 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     similarity = similarity or default_similarity(modality)
     refine_settings = default_refine_settings(task, refine, refine_full, refine_settings)
 
-    grid = inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm))
+    file_order = file_order_task(meta)
+    grid = (hippocampus_box_grid(fixed) if file_order
+            else inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm)))
     aff = None
     if prealign:
         aff = affine_transform(fixed, moving, metric="ncc" if modality == "intra" else "mi",
                                seed=seed)
-    f = resample_to(fixed, grid)
-    m = resample_to(moving, grid, transform=aff)
-    fn, mn = normalize_intensity(f), normalize_intensity(m)
+    if file_order:      # as in training: each whole image normalised, then its box cut
+        from .datasets import hippocampus_intensity
+
+        fn = resample_to(fixed.with_array(hippocampus_intensity(fixed.array)), grid)
+        mn = resample_to(moving.with_array(hippocampus_intensity(moving.array)), grid,
+                         transform=aff)
+    else:
+        fn = normalize_intensity(resample_to(fixed, grid))
+        mn = normalize_intensity(resample_to(moving, grid, transform=aff))
+    # file-order nets see (i, j, k) arrays; their DDF (d_i, d_j, d_k) goes back to (dz, dy, dx)
+    net_in = (lambda a: np.ascontiguousarray(a.transpose(2, 1, 0))) if file_order else (lambda a: a)
     refined = bool(refine) and int(refine) > 0
     if refined:
         from .refine import refine_arrays
 
-        ddf, warped = refine_arrays(model, fn, mn, steps=int(refine), similarity=similarity,
-                                    full_steps=refine_full, settings=refine_settings)
+        ddf, warped = refine_arrays(model, net_in(fn), net_in(mn), steps=int(refine),
+                                    similarity=similarity, full_steps=refine_full,
+                                    settings=refine_settings)
     else:
-        ddf, warped = run_net(model, fn, mn, device)
+        ddf, warped = run_net(model, net_in(fn), net_in(mn), device)
+    if file_order:
+        ddf = np.ascontiguousarray(ddf[::-1].transpose(0, 3, 2, 1))
+        warped = net_in(warped)
     u_grid = voxel_ddf_to_lps_mm(ddf, grid)                       # (z, y, x, 3) on the model grid
     # the field on the fixed image's own grid (linear; zero outside the model grid)
     if fixed.same_grid(grid):

@@ -58,3 +58,49 @@ def test_hippocampus_weights_known_dice_on_held_out_pairs(method, test_subjects)
     np.testing.assert_allclose(before, BEFORE, atol=1e-4)
     np.testing.assert_allclose(got, PINNED[method], atol=5e-3)
     assert np.mean(got) > np.mean(before) + 0.1
+
+
+def test_volume_path_runs_the_net_on_its_training_box(test_subjects, tmp_path):
+    """``register_learned`` on Volumes read from the data set's own NIfTI files hands the net
+    exactly the arrays it was trained on (the files' (i, j, k) order, whole-image intensity
+    scaling, the box of the centred 64³ pad), so for two files of one shape its field equals
+    the array path's (``hippo_box_ddf``) — before, the Volume path swapped i and k."""
+    import nibabel as nib
+
+    from medvol.io.volumes import read
+    from medvol.registration.datasets import (hippo_crop, hippo_box_ddf, hippocampus_intensity,
+                                              hippocampus_test_pairs, pad_crop)
+    from medvol.registration.learned import hippocampus_box_grid, load_model, register_learned
+    from medvol.registration.metrics import mean_dice
+    from medvol.registration.run import warp_volume
+
+    torch.set_num_threads(1)
+    a, b = hippocampus_test_pairs(test_subjects)[0]
+    root = DATA / "mri" / "hippocampus"
+    fa = nib.load(str(root / "images" / f"{a}.nii.gz"))
+    raw_a = np.asarray(fa.dataobj, np.float32)
+    raw_b = pad_crop(np.asarray(nib.load(str(root / "images" / f"{b}.nii.gz")).dataobj,
+                                np.float32), raw_a.shape)
+    lab_b = pad_crop(np.rint(np.asarray(nib.load(str(root / "labels" / f"{b}.nii.gz")).dataobj)
+                             ).astype(np.int16), raw_a.shape)
+    nib.save(nib.Nifti1Image(raw_b, fa.affine), str(tmp_path / "m.nii.gz"))
+    nib.save(nib.Nifti1Image(lab_b, fa.affine), str(tmp_path / "ml.nii.gz"))
+    fixed, moving = read(root / "images" / f"{a}.nii.gz"), read(tmp_path / "m.nii.gz")
+    grid = hippocampus_box_grid(fixed)
+    assert grid.shape == (48, 48, 32)
+    model, info = load_model("micdir", "hippocampus")
+    r = register_learned(fixed, moving, method="micdir", model=model, meta=info,
+                         task="hippocampus", refine=0)
+    want = hippo_crop(hippo_box_ddf(model, pad_crop(hippocampus_intensity(raw_a)),
+                                    pad_crop(hippocampus_intensity(raw_b)), steps=0))
+    got = r.ddf_vox[::-1].transpose(0, 3, 2, 1)                 # (dz, dy, dx) of (k, j, i)
+    assert np.abs(got - want).max() < 1e-3 * max(1.0, float(np.abs(want).max()))
+    # and the field registers: the moving labels move onto the fixed subject's
+    fl = read(root / "labels" / f"{a}.nii.gz")
+    ml = read(tmp_path / "ml.nii.gz")
+    zero = np.zeros(fixed.shape + (3,))
+    before = mean_dice(warp_volume(ml, zero, fixed, interp="nearest").array, fl.array,
+                       labels=(1, 2))
+    after = mean_dice(warp_volume(ml, r.disp_mm, fixed, interp="nearest").array, fl.array,
+                      labels=(1, 2))
+    assert after > before + 0.1
