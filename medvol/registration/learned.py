@@ -12,7 +12,7 @@ SimpleITK registration, like the B-spline baseline and the paper's affinely pre-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..errors import InputError, WeightsError
 from ..volume import Volume
 
 __all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "inference_grid",
-           "file_order_task", "hippocampus_box_grid", "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
+           "file_order_task", "hippocampus_box_grid", "hippocampus_fov_warning", "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
 
 METHODS = ("micdir", "voxelmorph")
 
@@ -111,6 +111,18 @@ def hippocampus_box_grid(fixed: Volume) -> Volume:
     return model_grid(centre, _FILE_ORDER_DIRECTION, shape=tuple(HIPPO_CROP[::-1]), spacing=1.0)
 
 
+def hippocampus_fov_warning(fixed: Volume) -> str | None:
+    """A warning when ``fixed`` spans far more than the hippocampus nets' box (any extent above
+    twice the 64 mm pad they were trained in): they then see only its central 32×48×48 mm."""
+    ext = np.asarray(fixed.shape[::-1], float) * np.asarray(fixed.spacing, float)
+    if np.all(ext <= 128.0):
+        return None
+    dims = "×".join(f"{e:.0f}" for e in ext)
+    return (f"--task hippocampus: the image spans {dims} mm but these weights see only the "
+            "central 32×48×48 mm box; they expect hippocampus crops (MSD Task04 / Learn2Reg, "
+            "about 35×50×35 mm) — crop the image or use another task / --method demons")
+
+
 def inference_grid(fixed: Volume, model, meta, grid_mm: float | None = None) -> Volume:
     """The grid a learned net (and its refinement) runs on: the model grid of the weights
     (``meta.task``: ``grid_shape`` at ``grid_spacing_mm``) centred on the fixed image's intensity
@@ -143,6 +155,7 @@ class LearnedResult:
     seconds: float
     similarity: str = ""     # the refinement similarity resolved for this call (manifest)
     refine_settings: dict | None = None  # the RefineSettings used (None: no refinement)
+    warnings: list = field(default_factory=list)  # for the manifest / log (one line each)
 
 
 def run_net(model, fixed_arr: np.ndarray, moving_arr: np.ndarray, device: str = "cpu") -> tuple:
@@ -235,7 +248,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if aff is not None:  # total map x -> A(x + u(x)) = x + a(x) + M u(x)  (A affine, matrix M)
         mat = np.array(aff.GetMatrix()).reshape(3, 3)
         u = transform_to_field(aff, fixed) + u @ mat.T
+    warn = hippocampus_fov_warning(fixed) if file_order else None
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
                          similarity=similarity,
-                         refine_settings=refine_settings.to_dict() if refined else None)
+                         refine_settings=refine_settings.to_dict() if refined else None,
+                         warnings=[warn] if warn else [])

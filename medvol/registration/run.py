@@ -15,6 +15,7 @@ operation Slicer performs on the exported field), so the written field reproduce
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -25,6 +26,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
+
+log = logging.getLogger("medvol.registration")
 
 __all__ = ["METHODS", "MODALITIES", "RegistrationResult", "register_volumes", "warp_volume",
            "run_register", "checkerboard"]
@@ -132,6 +135,8 @@ def register_volumes(fixed: Volume, moving: Volume, *, method: str = "micdir",
         info["refine_similarity"] = r.similarity
         info["refine_settings"] = r.refine_settings
         info["model_grid"] = {"shape": list(r.grid.shape), "spacing_mm": list(r.grid.spacing)}
+        if r.warnings:
+            info["warnings"] = list(r.warnings)
     elif method == "bspline":
         from .classical import register_bspline
 
@@ -276,6 +281,9 @@ def run_register(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
         man.data["parameters"]["refine_settings"] = res.info["refine_settings"]
     if "demons" in res.info:               # the demons settings used (the task's, e.g. ixi)
         man.data["parameters"]["demons_settings"] = res.info["demons"]
+    for w in res.info.get("warnings", []):
+        log.warning("%s", w)
+        man.warn(w)
     zero = np.zeros(fixed.shape + (3,))
     before = warp_volume(moving, zero, fixed)
     sp_zyx = tuple(reversed(fixed.spacing))

@@ -104,3 +104,27 @@ def test_volume_path_runs_the_net_on_its_training_box(test_subjects, tmp_path):
     after = mean_dice(warp_volume(ml, r.disp_mm, fixed, interp="nearest").array, fl.array,
                       labels=(1, 2))
     assert after > before + 0.1
+
+
+def test_whole_head_input_to_the_hippocampus_task_is_warned_about(tmp_path):
+    """A whole-head image with ``--task hippocampus`` registers (the central box) but says, in
+    the log and the manifest, that the weights expect hippocampus crops; a crop does not."""
+    import json
+
+    from medvol import Volume
+    from medvol.registration.learned import hippocampus_fov_warning
+    from medvol.registration.run import run_register
+
+    crop = Volume(np.zeros((35, 50, 35), np.float32), spacing=(1.0, 1.0, 1.0))
+    assert hippocampus_fov_warning(crop) is None
+    rng = np.random.default_rng(0)
+    head = Volume(rng.random((90, 64, 64), dtype=np.float32), spacing=(2.0, 2.0, 2.0))
+    msg = hippocampus_fov_warning(head)
+    assert msg and "128×128×180 mm" in msg and "hippocampus crops" in msg
+    import medvol.io as mio
+
+    mio.write(head, tmp_path / "f.nrrd")
+    mio.write(head.with_array(np.roll(head.array, 2, axis=2)), tmp_path / "m.nrrd")
+    out = run_register(tmp_path / "f.nrrd", tmp_path / "m.nrrd", tmp_path / "reg",
+                       method="micdir", task="hippocampus", refine=0, prealign=False)
+    assert json.loads((out / "manifest.json").read_text())["warnings"] == [msg]
