@@ -5,7 +5,9 @@ metadata, 64×80×64 at 2.5 mm for the shipped weights). Inference resamples bot
 model grid with the fixed image's direction, centred on the fixed image's intensity centroid,
 runs the net, converts its voxel DDF to LPS mm (:func:`medvol.io.formats.voxel_ddf_to_lps_mm`)
 and interpolates that field onto the fixed image's own grid (zero displacement outside the model
-grid). Inputs are assumed roughly aligned in physical space (the training pairs differ by ±5°,
+grid). The hippocampus weights, trained on the data files' (i, j, k) arrays, run instead on
+their training box rebuilt in physical space (:func:`hippocampus_box_grid`), with their arrays
+transposed (:func:`file_order_task`). Inputs are assumed roughly aligned in physical space (the training pairs differ by ±5°,
 ±5 %, ±7.5 mm plus a smooth deformation); ``prealign=True`` (the default of
 :func:`medvol.registration.run.register_volumes` and ``medvol register``) starts from an affine
 SimpleITK registration, like the B-spline baseline and the paper's affinely pre-aligned data.
@@ -82,7 +84,11 @@ def _centroid_grid(fixed: Volume, shape, spacing) -> Volume:
 # centre to 64³ and cut to the box HIPPO_OFFSET + HIPPO_CROP (medvol.registration.datasets).
 # medvol's Volumes are (z, y, x) = (k, j, i) in LPS, so the Volume path rebuilds that box in
 # physical space and hands the net its arrays transposed (_FILE_ORDER_DIRECTION: the training
-# files' i, j, k axes in LPS). Without this the net saw its inputs with i and k swapped: on a
+# files' i, j, k axes in LPS), with the training intensity scaling. One difference remains:
+# training centred each file in its own 64³ pad, here the moving image comes in through physical
+# space (the affine pre-alignment, on by default, absorbs the offset; for two files of one shape
+# and affine the arrays are exactly the training ones). Without this the net saw its inputs with
+# i and k swapped: on a
 # pair of the data set's own files `medvol register --task hippocampus` lowered Dice (0.750 →
 # 0.640) where the benchmark's array path gains (2026-12-04).
 _FILE_ORDER_DIRECTION = np.diag([-1.0, -1.0, 1.0])
@@ -112,8 +118,9 @@ def hippocampus_box_grid(fixed: Volume) -> Volume:
 
 
 def hippocampus_fov_warning(fixed: Volume) -> str | None:
-    """A warning when ``fixed`` spans far more than the hippocampus nets' box (any extent above
-    twice the 64 mm pad they were trained in): they then see only its central 32×48×48 mm."""
+    """A warning when an image (fixed or moving) spans far more than the hippocampus nets' box
+    (any extent above twice the 64 mm pad they were trained in): they then see only a central
+    32×48×48 mm."""
     ext = np.asarray(fixed.shape[::-1], float) * np.asarray(fixed.spacing, float)
     if np.all(ext <= 128.0):
         return None
@@ -207,6 +214,9 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     refine_settings = default_refine_settings(task, refine, refine_full, refine_settings)
 
     file_order = file_order_task(meta)
+    if file_order and grid_mm:
+        raise InputError("--grid-mm does not apply to the hippocampus weights: they run on their "
+                         "1 mm training box", hint="leave --grid-mm out (or 0)")
     grid = (hippocampus_box_grid(fixed) if file_order
             else inference_grid(fixed, model, meta, default_grid_mm(task, grid_mm)))
     aff = None
@@ -248,7 +258,7 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if aff is not None:  # total map x -> A(x + u(x)) = x + a(x) + M u(x)  (A affine, matrix M)
         mat = np.array(aff.GetMatrix()).reshape(3, 3)
         u = transform_to_field(aff, fixed) + u @ mat.T
-    warn = hippocampus_fov_warning(fixed) if file_order else None
+    warn = (hippocampus_fov_warning(fixed) or hippocampus_fov_warning(moving)) if file_order else None
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
                          similarity=similarity,

@@ -162,8 +162,8 @@ def test_integration_resolution_option_and_velocity_only_path():
     refinement integrates with the model's own choice."""
     from medvol.registration.refine import predict_velocity
 
-    x, y = torch.rand(1, 1, 16, 24, 16), torch.rand(1, 1, 16, 24, 16)
     m = _small_micdir(2).eval()
+    x, y = torch.rand(1, 1, 16, 24, 16), torch.rand(1, 1, 16, 24, 16)   # after the seed
     with torch.no_grad():
         out = m(x, y)
         v = m.velocity(x, y)

@@ -62,9 +62,10 @@ def test_hippocampus_weights_known_dice_on_held_out_pairs(method, test_subjects)
 
 def test_volume_path_runs_the_net_on_its_training_box(test_subjects, tmp_path):
     """``register_learned`` on Volumes read from the data set's own NIfTI files hands the net
-    exactly the arrays it was trained on (the files' (i, j, k) order, whole-image intensity
-    scaling, the box of the centred 64³ pad), so for two files of one shape its field equals
-    the array path's (``hippo_box_ddf``) — before, the Volume path swapped i and k."""
+    its training arrays (the files' (i, j, k) order, whole-image intensity scaling, the box of
+    the centred 64³ pad) when the two files share shape and affine — as here, the moving subject
+    padded to the fixed one's shape — so its field equals the array path's (``hippo_box_ddf``);
+    before, the Volume path swapped i and k. (Files of other shapes meet in physical space.)"""
     import nibabel as nib
 
     from medvol.io.volumes import read
@@ -106,7 +107,7 @@ def test_volume_path_runs_the_net_on_its_training_box(test_subjects, tmp_path):
     assert after > before + 0.1
 
 
-def test_whole_head_input_to_the_hippocampus_task_is_warned_about(tmp_path):
+def test_whole_head_input_to_the_hippocampus_task_is_warned_about(tmp_path, caplog):
     """A whole-head image with ``--task hippocampus`` registers (the central box) but says, in
     the log and the manifest, that the weights expect hippocampus crops; a crop does not."""
     import json
@@ -128,3 +129,9 @@ def test_whole_head_input_to_the_hippocampus_task_is_warned_about(tmp_path):
     out = run_register(tmp_path / "f.nrrd", tmp_path / "m.nrrd", tmp_path / "reg",
                        method="micdir", task="hippocampus", refine=0, prealign=False)
     assert json.loads((out / "manifest.json").read_text())["warnings"] == [msg]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [msg]
+    from medvol.errors import InputError
+    from medvol.registration.learned import register_learned
+
+    with pytest.raises(InputError, match="grid-mm"):
+        register_learned(crop, crop, task="hippocampus", grid_mm=2.0)
