@@ -42,7 +42,8 @@ from ..errors import InputError
 from ..volume import Volume
 
 __all__ = ["splits", "HIPPO_DATA", "IXI_DATA", "SYNTH_DATA", "HIPPO_SHAPE", "HIPPO_CROP",
-           "HIPPO_OFFSET", "hippocampus_intensity", "load_hippocampus", "hippocampus_test_pairs", "HippocampusPairs",
+           "HIPPO_OFFSET", "hippocampus_intensity", "load_hippocampus", "hippocampus_test_pairs",
+           "HippocampusPairs",
            "load_ixi", "ixi_test_pairs", "ixi_training_pairs", "IXIPairs", "IXI_GRID",
            "IXI_SPACING", "IXI_DICE_LABELS", "SYNTH_GRID", "SYNTH_SPACING", "SYNTH_GROUPS",
            "load_label_maps", "LabelMapSynth", "SynthParams", "one_hot", "dice_loss",

@@ -7,10 +7,11 @@ runs the net, converts its voxel DDF to LPS mm (:func:`medvol.io.formats.voxel_d
 and interpolates that field onto the fixed image's own grid (zero displacement outside the model
 grid). The hippocampus weights, trained on the data files' (i, j, k) arrays, run instead on
 their training box rebuilt in physical space (:func:`hippocampus_box_grid`), with their arrays
-transposed (:func:`file_order_task`). Inputs are assumed roughly aligned in physical space (the training pairs differ by ±5°,
-±5 %, ±7.5 mm plus a smooth deformation); ``prealign=True`` (the default of
-:func:`medvol.registration.run.register_volumes` and ``medvol register``) starts from an affine
-SimpleITK registration, like the B-spline baseline and the paper's affinely pre-aligned data.
+transposed (:func:`file_order_task`). Inputs are assumed roughly aligned in physical space (the
+training pairs differ by ±5°, ±5 %, ±7.5 mm plus a smooth deformation); ``prealign=True`` (the
+default of :func:`medvol.registration.run.register_volumes` and ``medvol register``) starts from
+an affine SimpleITK registration, like the B-spline baseline and the paper's affinely pre-aligned
+data.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from ..errors import InputError, WeightsError
 from ..volume import Volume
 
 __all__ = ["METHODS", "weights_path", "load_model", "LearnedResult", "inference_grid",
-           "file_order_task", "hippocampus_box_grid", "hippocampus_fov_warning", "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
+           "file_order_task", "hippocampus_box_grid", "hippocampus_fov_warning",
+           "register_learned", "lps_mm_to_voxel_ddf", "run_net"]
 
 METHODS = ("micdir", "voxelmorph")
 
@@ -88,9 +90,8 @@ def _centroid_grid(fixed: Volume, shape, spacing) -> Volume:
 # training centred each file in its own 64³ pad, here the moving image comes in through physical
 # space (the affine pre-alignment, on by default, absorbs the offset; for two files of one shape
 # and affine the arrays are exactly the training ones). Without this the net saw its inputs with
-# i and k swapped: on a
-# pair of the data set's own files `medvol register --task hippocampus` lowered Dice (0.750 →
-# 0.640) where the benchmark's array path gains (2026-12-04).
+# i and k swapped: on a pair of the data set's own files `medvol register --task hippocampus`
+# lowered Dice (0.750 → 0.640) where the benchmark's array path gains (2026-12-04).
 _FILE_ORDER_DIRECTION = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -258,7 +259,8 @@ def register_learned(fixed: Volume, moving: Volume, *, method: str = "micdir",
     if aff is not None:  # total map x -> A(x + u(x)) = x + a(x) + M u(x)  (A affine, matrix M)
         mat = np.array(aff.GetMatrix()).reshape(3, 3)
         u = transform_to_field(aff, fixed) + u @ mat.T
-    warn = (hippocampus_fov_warning(fixed) or hippocampus_fov_warning(moving)) if file_order else None
+    warn = ((hippocampus_fov_warning(fixed) or hippocampus_fov_warning(moving)) if file_order
+            else None)
     return LearnedResult(disp_mm=np.ascontiguousarray(u), grid=grid, ddf_vox=ddf, warped_grid=warped,
                          fixed_grid=fn, seconds=time.perf_counter() - t0,
                          similarity=similarity,
