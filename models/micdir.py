@@ -23,6 +23,7 @@ This module imports only torch (no medvol I/O) so it runs anywhere torch does.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -73,7 +74,7 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     if tuple(image.shape[2:]) == tuple(spatial):
         if image.dtype != ddf.dtype:
             image = image.to(ddf.dtype)
-        return _monai_warp(mode, padding_mode)(image, ddf)
+        return _monai_warp(mode, padding_mode, ddf)(image, ddf)
     grid = identity_grid(spatial, ddf.device, ddf.dtype).unsqueeze(0) + ddf
     sizes = image.shape[2:]
     for k, n in enumerate(sizes):
@@ -84,10 +85,19 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def _monai_warp(mode: str, padding_mode: str):
-    """A cached MONAI ``Warp`` layer (stateless) per mode."""
-    key = (mode, padding_mode)
-    layer = _WARPS.get(key)
+def _monai_warp(mode: str, padding_mode: str, ddf: torch.Tensor):
+    """A cached MONAI ``Warp`` layer per mode, thread, device and dtype.
+
+    ``Warp`` is not stateless: it keeps the reference grid of the last DDF shape it saw
+    (``ref_grid``, on that DDF's device and dtype) and reuses it when batch and spatial size
+    match. One layer shared by every caller therefore broke two ways: threads warping different
+    shapes (a thread-pool flow, a Dask worker) swapped the grid between another thread's check
+    and its use (a size-mismatch error, reproduced with four threads), and a layer first used on
+    the CPU added its CPU grid to a CUDA field of the same shape. Keying the cache by thread,
+    device and dtype keeps the reuse (the grid is built once per shape) without sharing it."""
+    per_thread = _WARPS.__dict__.setdefault("layers", {})
+    key = (mode, padding_mode, str(ddf.device), ddf.dtype)
+    layer = per_thread.get(key)
     if layer is None:
         import warnings
 
@@ -95,11 +105,11 @@ def _monai_warp(mode: str, padding_mode: str):
 
         with warnings.catch_warnings():      # "Using PyTorch native grid_sample": intended
             warnings.simplefilter("ignore")
-            layer = _WARPS[key] = Warp(mode=mode, padding_mode=padding_mode)
+            layer = per_thread[key] = Warp(mode=mode, padding_mode=padding_mode)
     return layer
 
 
-_WARPS: dict = {}
+_WARPS = threading.local()
 
 
 def integrate_svf(velocity: torch.Tensor, steps: int = 7, *,

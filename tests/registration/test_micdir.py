@@ -223,3 +223,39 @@ def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
         u = u + ref_warp(u, u)
     torch.testing.assert_close(integrate_svf(v, 7), u, atol=2e-4, rtol=0)
     assert (integrate_svf(v, 7) - v).abs().max() > 0.1      # integration did something
+
+
+def test_warp_is_safe_across_threads_and_shapes():
+    """MONAI's Warp keeps the last shape's reference grid: one layer shared by threads that warp
+    different shapes used to swap it under another thread (size-mismatch errors with these four
+    threads). Each thread now has its own layer; every warp by a zero field is the identity."""
+    import threading
+
+    pytest.importorskip("monai")
+    errors = []
+
+    def work(n):
+        img, zero = torch.rand(1, 1, n, n, n), torch.zeros(1, 3, n, n, n)
+        try:
+            for _ in range(300):
+                assert torch.allclose(warp(img, zero), img, atol=1e-5)
+        except Exception as e:                      # noqa: BLE001 - collected for the assert
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (6, 7, 8, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_warp_on_cpu_then_cuda_same_shape():
+    """A layer first used on the CPU must not add its CPU reference grid to a CUDA field."""
+    pytest.importorskip("monai")
+    img, ddf = torch.rand(1, 1, 8, 9, 10), 0.5 * torch.randn(1, 3, 8, 9, 10)
+    ref = warp(img, ddf)
+    out = warp(img.cuda(), ddf.cuda())
+    assert torch.allclose(out.cpu(), ref, atol=1e-5)
