@@ -127,6 +127,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                ckpt_every: int = 20, log_every: int = 10, bn_pairs: int = 24,
                init: str | None = None, lr_drop: int | None = None, latent_samples: int = 8,
                lr_drop_factor: float = 0.2, int_resolution: str | None = None,
+               train_int_resolution: str = "half",
                progress: bool | Callable[[str], None] = True) -> dict:
     """Train (or resume) ``models`` on ``task`` (``hippocampus`` | ``ixi`` | ``synth``) in lockstep.
 
@@ -140,9 +141,11 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
     configs (:class:`medvol.models.micdir.MICDIRConfig`; 0 = the released ``z = μ`` inference
     path, then with ``bn_pairs`` training pairs re-estimating BatchNorm on it).
     ``int_resolution``: the velocity integration stored in exported MICDIR configs (``None``: the
-    task's validated choice, ``EXPORT_INT_RESOLUTION``, else ``"half"``); training itself always
-    integrates at half resolution, as the released code (and as the shipped files were trained,
-    also when warm-started from a file exported with ``"full"``). ``export``:
+    task's validated choice, ``EXPORT_INT_RESOLUTION``, else ``"half"``).
+    ``train_int_resolution``: how MICDIR integrates while training — ``"half"`` (default) as the
+    released code and as every shipped file was first trained, also when warm-started from a
+    file exported with ``"full"``; ``"full"`` trains on the field that full-resolution inference
+    uses (the key joins the run config only then, so earlier runs resume unchanged). ``export``:
     folder for ``<model>_<task>.safetensors`` + ``<task>_histories.json``. Returns
     ``{"models": rows, "exported": paths}``.
     """
@@ -163,6 +166,11 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
         cfg["lr_drop"], cfg["lr_drop_factor"] = int(lr_drop), float(lr_drop_factor)
     if w_dice is not None:
         cfg["w_dice"] = float(w_dice)
+    if train_int_resolution not in ("half", "full"):
+        raise InputError(f"train_int_resolution must be 'half' or 'full', got "
+                         f"{train_int_resolution!r}")
+    if train_int_resolution == "full":
+        cfg["train_int_resolution"] = "full"
     if task == "synth" and cfg["w_dice"] <= 0:
         raise InputError("the synth task needs the Dice loss (w_dice > 0)")
     torch.set_num_threads(int(os.environ.get("MEDVOL_TRAIN_THREADS", "1")))
@@ -177,8 +185,8 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             net, _ = load_model(m, init)
         else:
             net, _ = build_model(m)
-        if hasattr(net.config, "int_resolution"):       # MICDIR trains as released
-            net.config.int_resolution = "half"
+        if hasattr(net.config, "int_resolution"):       # MICDIR: half as released, or full
+            net.config.int_resolution = train_int_resolution
         opt = torch.optim.Adam(net.parameters(), lr=float(lr))
         jobs.append(_Run(m, net, opt, sampler, cfg, runs / f"{task}_{m}", seed, n_lab))
     t0 = time.perf_counter()
@@ -268,6 +276,9 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
     ap.add_argument("--int-resolution", choices=("half", "full"), default=None,
                     help="MICDIR export: velocity integration at inference (default: the task's "
                          "validated choice, full for hippocampus, else half as released)")
+    ap.add_argument("--train-int-resolution", choices=("half", "full"), default="half",
+                    help="MICDIR's velocity integration while training (default half, as "
+                         "released; full: the field full-resolution inference uses)")
     ap.add_argument("--bn-pairs", type=int, default=24,
                     help="MICDIR export with --latent-samples 0: training pairs for the BatchNorm "
                          "re-estimation under the z = mu path (0: keep the training statistics)")
@@ -277,5 +288,6 @@ if __name__ == "__main__":  # pragma: no cover - background training entry point
                    export=a.export, init=a.init,
                    lr_drop=a.lr_drop, lr_drop_factor=a.lr_drop_factor, ckpt_every=a.ckpt_every,
                    log_every=a.ckpt_every, bn_pairs=a.bn_pairs, latent_samples=a.latent_samples,
-                   int_resolution=a.int_resolution)
+                   int_resolution=a.int_resolution,
+                   train_int_resolution=a.train_int_resolution)
     print(json.dumps(r["models"]))

@@ -125,4 +125,16 @@ def test_micdir_trains_at_half_resolution_and_exports_the_task_integration(tmp_p
                      int_resolution=arg)
         info = read_weights_info(out / "micdir_hippocampus.safetensors")
         assert info.config["int_resolution"] == want
+        assert "train_int_resolution" not in info.extra["train"]
     assert seen and set(seen) == {"half"}
+    # train_int_resolution="full": trains on the full-resolution field and records it
+    seen.clear()
+    out = tmp_path / "trainfull"
+    T.train_task("hippocampus", steps=1, runs=tmp_path / "runsfull", models=["micdir"],
+                 init="hippocampus", export=out, ckpt_every=1, progress=False,
+                 train_int_resolution="full")
+    info = read_weights_info(out / "micdir_hippocampus.safetensors")
+    assert seen == ["full"] and info.extra["train"]["train_int_resolution"] == "full"
+    with pytest.raises(InputError):
+        T.train_task("hippocampus", steps=1, runs=tmp_path / "bad", models=["micdir"],
+                     train_int_resolution="quarter")
