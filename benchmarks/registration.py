@@ -26,13 +26,25 @@ from pathlib import Path
 import numpy as np
 
 
-def paired_bootstrap_ci(x, y, *, n_boot: int = 20_000, level: float = 0.95, seed: int = 0):
-    """Mean of the paired differences ``x - y`` and its percentile bootstrap CI (resampling pairs)."""
+def paired_bootstrap_ci(x, y, *, n_boot: int = 20_000, level: float = 0.95, seed: int = 0,
+                        groups=None):
+    """Mean of the paired differences ``x - y`` and its percentile bootstrap CI.
+
+    ``groups=None`` resamples pairs. With ``groups`` (one label per pair, e.g. the fixed
+    subject) whole groups are resampled with all their pairs (a cluster bootstrap): the CI to
+    report when a subject takes part in several pairs, whose differences are not independent.
+    """
     d = np.asarray(x, float) - np.asarray(y, float)
     if d.size == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    if groups is None:
+        boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    else:
+        _, g = np.unique(np.asarray(groups), return_inverse=True)
+        sums, counts = np.bincount(g, weights=d), np.bincount(g)
+        pick = rng.integers(0, sums.size, size=(n_boot, sums.size))
+        boots = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return float(d.mean()), float(lo), float(hi)
 

@@ -5,8 +5,10 @@ Data sets (splits in ``medvol/registration/splits.json``; data root ``--data``, 
 ``../shared/data``):
 
 ``hippocampus``  held-out test pairs ``(test[i], test[i+1])`` of the L2R-style 64³ crops, Dice of
-                 labels 1/2. Classical methods start from their own affine; the learned nets
-                 (``*_hippocampus`` weights) see the pair as it lies (the crops are roughly aligned).
+                 labels 1/2 (``--pair-offsets 1,2,..``: also ``(test[i], test[i+k])``, and the
+                 paired CIs are also given resampling fixed subjects). Classical methods start
+                 from their own affine; the learned nets (``*_hippocampus`` weights) see the pair
+                 as it lies (the crops are roughly aligned).
 ``ixi``          ordered pairs of the 3 held-out IXI subjects; every pair is first affinely
                  pre-aligned (SimpleITK, correlation; its time is added to every method), then
                  each deformable method registers the pre-aligned pair; Dice over the 148 DLMUSE
@@ -61,8 +63,9 @@ def _dice(pred, target, labels) -> float:
 
 
 class Table:
-    def __init__(self, name):
-        self.name, self.rows = name, {}
+    def __init__(self, name, groups=None):
+        # groups: one label per pair (the fixed subject) when subjects repeat across pairs
+        self.name, self.rows, self.groups = name, {}, groups
 
     def add(self, method, **kw):
         r = self.rows.setdefault(method, {k: [] for k in
@@ -97,7 +100,11 @@ class Table:
                 dx, dy = self.rows[x]["dice"], self.rows[y]["dice"]
                 md, lo, hi = paired_bootstrap_ci(dx, dy)
                 wins = int(sum(a > b for a, b in zip(dx, dy)))
-                print(f"  {x} − {y}: {md:+.4f} [{lo:+.4f}, {hi:+.4f}], wins {wins}/{len(dx)}")
+                clu = ""
+                if self.groups is not None and len(self.groups) == len(dx):
+                    _, glo, ghi = paired_bootstrap_ci(dx, dy, groups=self.groups)
+                    clu = f"; resampling fixed subjects [{glo:+.4f}, {ghi:+.4f}]"
+                print(f"  {x} − {y}: {md:+.4f} [{lo:+.4f}, {hi:+.4f}]{clu}, wins {wins}/{len(dx)}")
 
     def to_json(self):
         return {k: {m: list(v) for m, v in r.items()} for k, r in self.rows.items()}
@@ -179,18 +186,21 @@ def present_labels(pairs, min_voxels: int = 20) -> list[int]:
     return sorted(ls)
 
 
-def hippocampus_pairs(data, n, split="test"):
-    """The first ``n`` ordered pairs of ``split``'s subjects (``val``: for choosing settings)."""
+def hippocampus_pairs(data, n, split="test", offsets=(1,)):
+    """The first ``n`` ordered pairs ``(s[i], s[i+k])`` of ``split``'s sorted subjects ``s``
+    for each ``k`` in ``offsets`` in turn (``val``: for choosing settings); each pair dict also
+    names its fixed subject's index (``group``)."""
     from medvol import Volume
     from medvol.registration.datasets import hippocampus_test_pairs, load_hippocampus
 
     subs = load_hippocampus(data, split)
+    ids = sorted(subs)
     out = []
-    for a, b in hippocampus_test_pairs(subs)[:n]:
+    for a, b in hippocampus_test_pairs(subs, offsets)[:n]:
         v = lambda x: Volume(np.asarray(x, np.float32), spacing=(1.0, 1.0, 1.0))  # noqa: E731
         out.append({"fixed": v(subs[a][0]), "moving": v(subs[b][0]),
                     "fixed_labels": v(subs[a][1]), "moving_labels": v(subs[b][1]),
-                    "mask": subs[a][0] > 0})
+                    "mask": subs[a][0] > 0, "group": ids.index(a)})
     return out
 
 
@@ -291,6 +301,10 @@ def main(argv=None, *, paired_ci=None):
                          "classical and the learned methods run separately)")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
+    ap.add_argument("--pair-offsets", default="1",
+                    help="hippocampus: pairs (s[i], s[i+k]) for each k of this comma list, in turn "
+                         "(default 1: the issue-15 test pairs); with more than one k the CIs are "
+                         "also given resampling fixed subjects")
     ap.add_argument("--refine", type=int, default=40)
     ap.add_argument("--refine-fast", default="0",
                     help="also fast budgets: N refinement steps all at half resolution "
@@ -354,7 +368,8 @@ def main(argv=None, *, paired_ci=None):
     wpath = (lambda m: Path(a.weights) / f"{m}_{task}.safetensors") if a.weights else (lambda m: None)
     fns, extra = {}, None
     if a.dataset == "hippocampus":
-        pairs = hippocampus_pairs(a.data, a.pairs, a.split)
+        offsets = tuple(int(k) for k in str(a.pair_offsets).split(","))
+        pairs = hippocampus_pairs(a.data, a.pairs, a.split, offsets)
         labels, metric, pre = [1, 2], "ncc", False
     elif a.dataset == "ixi":
         pairs, extra = ixi_pairs(a.data, a.pairs)
@@ -384,13 +399,15 @@ def main(argv=None, *, paired_ci=None):
                     fns[key] = _learned_with(m, task, n, sim, wpath(m), full)
     if labels is None:
         labels = present_labels(pairs)
-    t = Table(a.dataset)
+    groups = [p["group"] for p in pairs] if all("group" in p for p in pairs) else None
+    t = Table(a.dataset, groups if groups and len(set(groups)) < len(groups) else None)
     run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
     which = "validation" if a.dataset != "ixi" and a.split == "val" else "held-out"
     t.print(f"{len(pairs)} {which} pairs, {len(labels)} labels", cis)
     if a.json:
         Path(a.json).write_text(json.dumps({"dataset": a.dataset, "table": t.to_json(),
-                                            "labels": labels, "args": vars(a)}))
+                                            "labels": labels, "args": vars(a),
+                                            "groups": t.groups}))
 
 
 def _learned_with(method, task, refine, sim, weights, full=None):

@@ -120,10 +120,12 @@ def load_hippocampus(data=None, split: str = "train") -> dict[str, tuple[np.ndar
     return out
 
 
-def hippocampus_test_pairs(subjects: dict) -> list[tuple[str, str]]:
-    """Held-out pairs ``(fixed, moving) = (test[i], test[i+1 mod n])``."""
+def hippocampus_test_pairs(subjects: dict, offsets=(1,)) -> list[tuple[str, str]]:
+    """Held-out pairs ``(fixed, moving) = (test[i], test[i+k mod n])`` of the sorted ids, for
+    each ``k`` of ``offsets`` in turn (default ``k = 1``: one pair per subject, the issue-15
+    test table)."""
     ids = sorted(subjects)
-    return [(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))]
+    return [(ids[i], ids[(i + int(k)) % len(ids)]) for k in offsets for i in range(len(ids))]
 
 
 def hippo_crop(a):
