@@ -12,7 +12,8 @@ the ``*_hippocampus`` / ``*_synth`` / ``*_ixi`` entries were made when those wei
 shipped (issue 15); they pin the new files the same way. ``micdir_hippocampus`` was
 regenerated when that file's config moved to full-resolution integration (tensors unchanged:
 :func:`test_micdir_hippocampus_tensors_are_the_trained_ones` pins its half-resolution output to
-the earlier entry).
+the earlier entry); ``voxelmorph_hippocampus`` when that file was continued 1 500 steps
+(2026-12-04).
 """
 from __future__ import annotations
 
