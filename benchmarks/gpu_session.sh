@@ -20,7 +20,11 @@ if [ -e .devrun/astra_cuda_py312.tar.gz ]; then
   mkdir -p /tmp/site && tar -C /tmp/site -xzf .devrun/astra_cuda_py312.tar.gz || exit 3
   CUFFT12=$(python3 -c "import glob, os, torch; r = os.path.dirname(os.path.dirname(torch.__file__))
 print((glob.glob(r + '/nvidia/**/libcufft.so.12', recursive=True) + [''])[0])")
-  export LD_LIBRARY_PATH=$(dirname "${CUFFT12:-/nonexistent/x}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if [ -n "$CUFFT12" ]; then
+    export LD_LIBRARY_PATH=$(dirname "$CUFFT12")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  else
+    echo "gpu_session: no libcufft.so.12 beside torch; ASTRA's CUDA FBP filter will fail" >&2
+  fi
 fi
 for d in kernels models flows; do [ -e medvol/$d ] || ln -s ../$d medvol/$d; done
 export PYTHONPATH=/tmp/site:$PWD

@@ -30,21 +30,34 @@ def paired_bootstrap_ci(x, y, *, n_boot: int = 20_000, level: float = 0.95, seed
                         groups=None):
     """Mean of the paired differences ``x - y`` and its percentile bootstrap CI.
 
-    ``groups=None`` resamples pairs. With ``groups`` (one label per pair, e.g. the fixed
-    subject) whole groups are resampled with all their pairs (a cluster bootstrap): the CI to
-    report when a subject takes part in several pairs, whose differences are not independent.
+    ``groups=None`` resamples pairs. ``groups`` with one label per pair (e.g. the fixed subject)
+    resamples whole groups with all their pairs (a cluster bootstrap). ``groups`` with two
+    labels per pair, ``(fixed subject, moving subject)``, resamples **subjects**: each draw
+    weights pair ``(a, b)`` by (times ``a`` was drawn) × (times ``b`` was drawn), the bootstrap
+    for pairwise data where every subject takes part in several pairs on either side (draws in
+    which no pair has both subjects drawn are skipped). With one pair per label the first two
+    give the same CI.
     """
     d = np.asarray(x, float) - np.asarray(y, float)
     if d.size == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    if groups is None:
+    g = None if groups is None else np.asarray(groups)
+    if g is None:
         boots = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
-    else:
-        _, g = np.unique(np.asarray(groups), return_inverse=True)
-        sums, counts = np.bincount(g, weights=d), np.bincount(g)
+    elif g.ndim == 1:
+        _, gi = np.unique(g, return_inverse=True)
+        sums, counts = np.bincount(gi, weights=d), np.bincount(gi)
         pick = rng.integers(0, sums.size, size=(n_boot, sums.size))
         boots = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    else:
+        subj, si = np.unique(g.reshape(-1), return_inverse=True)
+        si = si.reshape(g.shape)
+        draws = rng.integers(0, subj.size, size=(n_boot, subj.size))
+        times = (draws[:, :, None] == np.arange(subj.size)).sum(axis=1)      # (n_boot, subjects)
+        w = times[:, si[:, 0]] * times[:, si[:, 1]]
+        keep = w.sum(axis=1) > 0
+        boots = (w[keep] * d).sum(axis=1) / w[keep].sum(axis=1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return float(d.mean()), float(lo), float(hi)
 

@@ -6,9 +6,10 @@ Data sets (splits in ``medvol/registration/splits.json``; data root ``--data``, 
 
 ``hippocampus``  held-out test pairs ``(test[i], test[i+1])`` of the L2R-style 64³ crops, Dice of
                  labels 1/2 (``--pair-offsets 1,2,..``: also ``(test[i], test[i+k])``, and the
-                 paired CIs are also given resampling fixed subjects). Classical methods start
-                 from their own affine; the learned nets (``*_hippocampus`` weights) see the pair
-                 as it lies (the crops are roughly aligned).
+                 paired CIs are also given resampling subjects, see ``paired_bootstrap_ci``).
+                 Classical methods start from their own affine; the learned nets
+                 (``*_hippocampus`` weights) see the pair as it lies (the crops are roughly
+                 aligned).
 ``ixi``          ordered pairs of the 3 held-out IXI subjects; every pair is first affinely
                  pre-aligned (SimpleITK, correlation; its time is added to every method), then
                  each deformable method registers the pre-aligned pair; Dice over the 148 DLMUSE
@@ -64,7 +65,7 @@ def _dice(pred, target, labels) -> float:
 
 class Table:
     def __init__(self, name, groups=None):
-        # groups: one label per pair (the fixed subject) when subjects repeat across pairs
+        # groups: (fixed, moving) subject of each pair when subjects repeat across pairs
         self.name, self.rows, self.groups = name, {}, groups
 
     def add(self, method, **kw):
@@ -103,8 +104,9 @@ class Table:
                 clu = ""
                 if self.groups is not None and len(self.groups) == len(dx):
                     _, glo, ghi = paired_bootstrap_ci(dx, dy, groups=self.groups)
-                    clu = f"; resampling fixed subjects [{glo:+.4f}, {ghi:+.4f}]"
-                print(f"  {x} − {y}: {md:+.4f} [{lo:+.4f}, {hi:+.4f}]{clu}, wins {wins}/{len(dx)}")
+                    clu = f"; resampling subjects [{glo:+.4f}, {ghi:+.4f}]"
+                print(f"  {x} − {y}: {md:+.4f} [{lo:+.4f}, {hi:+.4f}]{clu}, "
+                      f"wins {wins}/{len(dx)}")
 
     def to_json(self):
         return {k: {m: list(v) for m, v in r.items()} for k, r in self.rows.items()}
@@ -189,18 +191,26 @@ def present_labels(pairs, min_voxels: int = 20) -> list[int]:
 def hippocampus_pairs(data, n, split="test", offsets=(1,)):
     """The first ``n`` ordered pairs ``(s[i], s[i+k])`` of ``split``'s sorted subjects ``s``
     for each ``k`` in ``offsets`` in turn (``val``: for choosing settings); each pair dict also
-    names its fixed subject's index (``group``)."""
+    names its subjects' indices (``group``: (fixed, moving)). Offsets must be distinct and in
+    ``1 .. len(s) - 1`` (no subject paired with itself, no pair twice)."""
     from medvol import Volume
     from medvol.registration.datasets import hippocampus_test_pairs, load_hippocampus
 
     subs = load_hippocampus(data, split)
     ids = sorted(subs)
+    if len(set(offsets)) != len(offsets) or not all(1 <= int(k) < len(ids) for k in offsets):
+        raise SystemExit(f"--pair-offsets must be distinct, each in 1..{len(ids) - 1}; got "
+                         f"{','.join(map(str, offsets))}")
+    if len(offsets) > 1 and n < len(ids) * len(offsets):
+        raise SystemExit(f"--pair-offsets {','.join(map(str, offsets))} gives "
+                         f"{len(ids) * len(offsets)} pairs but --pairs is {n}: give --pairs "
+                         f"{len(ids) * len(offsets)} (pairs run offset by offset)")
     out = []
     for a, b in hippocampus_test_pairs(subs, offsets)[:n]:
         v = lambda x: Volume(np.asarray(x, np.float32), spacing=(1.0, 1.0, 1.0))  # noqa: E731
         out.append({"fixed": v(subs[a][0]), "moving": v(subs[b][0]),
                     "fixed_labels": v(subs[a][1]), "moving_labels": v(subs[b][1]),
-                    "mask": subs[a][0] > 0, "group": ids.index(a)})
+                    "mask": subs[a][0] > 0, "group": (ids.index(a), ids.index(b))})
     return out
 
 
@@ -303,8 +313,9 @@ def main(argv=None, *, paired_ci=None):
     ap.add_argument("--pairs", type=int, default=10, help="held-out pairs (the first N)")
     ap.add_argument("--pair-offsets", default="1",
                     help="hippocampus: pairs (s[i], s[i+k]) for each k of this comma list, in turn "
-                         "(default 1: the issue-15 test pairs); with more than one k the CIs are "
-                         "also given resampling fixed subjects")
+                         "(default 1: the issue-15 test pairs; give --pairs n_subjects x "
+                         "n_offsets); with more than one k the CIs are also given resampling "
+                         "subjects")
     ap.add_argument("--refine", type=int, default=40)
     ap.add_argument("--refine-fast", default="0",
                     help="also fast budgets: N refinement steps all at half resolution "
@@ -351,9 +362,13 @@ def main(argv=None, *, paired_ci=None):
         cis += [(f"micdir + {rt}", f"voxelmorph + {rt}"), (f"micdir + {rt}", "demons"),
                 (f"micdir + {rt}", "micdir")]
     if a.merge:
-        t = Table(a.dataset)
+        t, groups = Table(a.dataset), []
         for fj in a.merge:
             d = json.loads(Path(fj).read_text())
+            groups.append(d.get("groups"))
+            if groups[-1] != groups[0]:
+                raise SystemExit(f"--merge: {fj} was run on other pairs than {a.merge[0]}")
+            t.groups = groups[0]
             for k, v in d["table"].items():
                 if k not in t.rows:
                     t.rows[k] = v
@@ -399,8 +414,9 @@ def main(argv=None, *, paired_ci=None):
                     fns[key] = _learned_with(m, task, n, sim, wpath(m), full)
     if labels is None:
         labels = present_labels(pairs)
-    groups = [p["group"] for p in pairs] if all("group" in p for p in pairs) else None
-    t = Table(a.dataset, groups if groups and len(set(groups)) < len(groups) else None)
+    groups = [list(p["group"]) for p in pairs] if all("group" in p for p in pairs) else None
+    repeats = groups and len({g[0] for g in groups}) < len(groups)   # a subject in several pairs
+    t = Table(a.dataset, groups if repeats else None)
     run_pairs(t, pairs, fns, labels=labels, metric=metric, ic=not a.no_ic, extra_sec=extra)
     which = "validation" if a.dataset != "ixi" and a.split == "val" else "held-out"
     t.print(f"{len(pairs)} {which} pairs, {len(labels)} labels", cis)

@@ -74,7 +74,11 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     if tuple(image.shape[2:]) == tuple(spatial):
         if image.dtype != ddf.dtype:
             image = image.to(ddf.dtype)
-        return _monai_warp(mode, padding_mode, ddf)(image, ddf)
+        layer = _monai_warp(mode, padding_mode)
+        try:
+            return layer(image, ddf)
+        finally:
+            layer.ref_grid = None            # MONAI never reuses it (see _monai_warp)
     grid = identity_grid(spatial, ddf.device, ddf.dtype).unsqueeze(0) + ddf
     sizes = image.shape[2:]
     for k, n in enumerate(sizes):
@@ -85,18 +89,18 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def _monai_warp(mode: str, padding_mode: str, ddf: torch.Tensor):
-    """A cached MONAI ``Warp`` layer per mode, thread, device and dtype.
+def _monai_warp(mode: str, padding_mode: str):
+    """A cached MONAI ``Warp`` layer per mode and thread.
 
-    ``Warp`` is not stateless: it keeps the reference grid of the last DDF shape it saw
-    (``ref_grid``, on that DDF's device and dtype) and reuses it when batch and spatial size
-    match. One layer shared by every caller therefore broke two ways: threads warping different
-    shapes (a thread-pool flow, a Dask worker) swapped the grid between another thread's check
-    and its use (a size-mismatch error, reproduced with four threads), and a layer first used on
-    the CPU added its CPU grid to a CUDA field of the same shape. Keying the cache by thread,
-    device and dtype keeps the reuse (the grid is built once per shape) without sharing it."""
+    ``Warp`` is not stateless: each call stores its reference grid on the layer
+    (``self.ref_grid``) and reads it back. (MONAI 1.6.1 never reuses it: its cache check compares
+    ``ref_grid.shape[1:]`` with ``ddf.shape[2:]``, which never match, so every call builds a new
+    grid.) One layer shared by all callers therefore raced: a thread warping another shape
+    replaced the grid between a thread's store and its read (a size-mismatch error, reproduced
+    with four threads). Each thread now has its own layer, and :func:`warp` drops the stored grid
+    after the call so an idle thread holds no full-size grid."""
     per_thread = _WARPS.__dict__.setdefault("layers", {})
-    key = (mode, padding_mode, str(ddf.device), ddf.dtype)
+    key = (mode, padding_mode)
     layer = per_thread.get(key)
     if layer is None:
         import warnings

@@ -169,8 +169,6 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
     if train_int_resolution not in ("half", "full"):
         raise InputError(f"train_int_resolution must be 'half' or 'full', got "
                          f"{train_int_resolution!r}")
-    if train_int_resolution == "full":
-        cfg["train_int_resolution"] = "full"
     if task == "synth" and cfg["w_dice"] <= 0:
         raise InputError("the synth task needs the Dice loss (w_dice > 0)")
     torch.set_num_threads(int(os.environ.get("MEDVOL_TRAIN_THREADS", "1")))
@@ -185,10 +183,13 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
             net, _ = load_model(m, init)
         else:
             net, _ = build_model(m)
+        run_cfg = dict(cfg)
         if hasattr(net.config, "int_resolution"):       # MICDIR: half as released, or full
             net.config.int_resolution = train_int_resolution
+            if train_int_resolution == "full":           # only then: old runs resume unchanged
+                run_cfg["train_int_resolution"] = "full"
         opt = torch.optim.Adam(net.parameters(), lr=float(lr))
-        jobs.append(_Run(m, net, opt, sampler, cfg, runs / f"{task}_{m}", seed, n_lab))
+        jobs.append(_Run(m, net, opt, sampler, run_cfg, runs / f"{task}_{m}", seed, n_lab))
     t0 = time.perf_counter()
     target = 0
     while target < int(steps):
@@ -202,7 +203,8 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                                   log_every=log_every, grad_clip=10.0,
                                   progress=(lambda s, t=tag: print(t + s, flush=True))
                                   if progress else False,
-                                  config={"task": task, "model": j.name, "init": init, **cfg})
+                                  config={"task": task, "model": j.name, "init": init,
+                                          **j.cfg})
     rows, exported = [], []
     hist = {j.name: j.result.history if j.result else [] for j in jobs}
     for j in jobs:
@@ -239,7 +241,7 @@ def train_task(task: str, *, data=None, models: Sequence[str] = ("micdir", "voxe
                          extra={"train": {"steps": steps_done, "seed": seed,
                                           "batch": 1, "optimizer": "Adam", "grad_clip": 10.0,
                                           "init": f"{j.name}_{init}.safetensors" if init else None,
-                                          **cfg},
+                                          **j.cfg},
                                 "steps_done": steps_done, "train_seconds": round(train_s, 1),
                                 "bn_recalibrated_pairs": bn_pairs if nbn else 0,
                                 "device": "cpu"}, overwrite=True)

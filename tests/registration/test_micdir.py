@@ -226,9 +226,10 @@ def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
 
 
 def test_warp_is_safe_across_threads_and_shapes():
-    """MONAI's Warp keeps the last shape's reference grid: one layer shared by threads that warp
-    different shapes used to swap it under another thread (size-mismatch errors with these four
-    threads). Each thread now has its own layer; every warp by a zero field is the identity."""
+    """MONAI's Warp stores each call's reference grid on the layer and reads it back: one layer
+    shared by threads that warp different shapes swapped it under another thread (size-mismatch
+    errors with these four threads, most runs). Each thread now has its own layer; every warp
+    by a zero field is the identity, and no grid stays on the layer after a call."""
     import threading
 
     pytest.importorskip("monai")
@@ -248,14 +249,7 @@ def test_warp_is_safe_across_threads_and_shapes():
     for t in threads:
         t.join()
     assert not errors, errors[:2]
+    from medvol.models.micdir import _monai_warp
 
+    assert _monai_warp("bilinear", "zeros").ref_grid is None
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_warp_on_cpu_then_cuda_same_shape():
-    """A layer first used on the CPU must not add its CPU reference grid to a CUDA field."""
-    pytest.importorskip("monai")
-    img, ddf = torch.rand(1, 1, 8, 9, 10), 0.5 * torch.randn(1, 3, 8, 9, 10)
-    ref = warp(img, ddf)
-    out = warp(img.cuda(), ddf.cuda())
-    assert torch.allclose(out.cpu(), ref, atol=1e-5)

@@ -114,7 +114,7 @@ def test_micdir_trains_at_half_resolution_and_exports_the_task_integration(tmp_p
     orig = T._Run.step_fn
 
     def spy(self, *a, **k):
-        seen.append(self.model.config.int_resolution)
+        seen.append(getattr(self.model.config, "int_resolution", None))
         return orig(self, *a, **k)
 
     monkeypatch.setattr(T._Run, "step_fn", spy)
@@ -135,6 +135,13 @@ def test_micdir_trains_at_half_resolution_and_exports_the_task_integration(tmp_p
                  train_int_resolution="full")
     info = read_weights_info(out / "micdir_hippocampus.safetensors")
     assert seen == ["full"] and info.extra["train"]["train_int_resolution"] == "full"
+    # ... for MICDIR only: VoxelMorph's run (same call) keeps the config it always had
+    out = tmp_path / "trainfull_vm"
+    T.train_task("hippocampus", steps=1, runs=tmp_path / "runsfull_vm", models=["voxelmorph"],
+                 init="hippocampus", export=out, ckpt_every=1, progress=False,
+                 train_int_resolution="full")
+    info = read_weights_info(out / "voxelmorph_hippocampus.safetensors")
+    assert "train_int_resolution" not in info.extra["train"]
     with pytest.raises(InputError):
         T.train_task("hippocampus", steps=1, runs=tmp_path / "bad", models=["micdir"],
                      train_int_resolution="quarter")
