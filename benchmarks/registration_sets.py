@@ -368,10 +368,10 @@ def main(argv=None, *, paired_ci=None):
             groups.append(d.get("groups"))
             if groups[-1] != groups[0]:
                 raise SystemExit(f"--merge: {fj} was run on other pairs than {a.merge[0]}")
-            t.groups = groups[0]
             for k, v in d["table"].items():
                 if k not in t.rows:
                     t.rows[k] = v
+        t.groups = groups[0]
         n = len(t.rows["before"]["dice"])
         t.print(f"{n} held-out pairs, {len(d['labels'])} labels (merged: {', '.join(a.merge)})", cis)
         return

@@ -118,11 +118,11 @@ def hippocampus_box_grid(fixed: Volume) -> Volume:
     return model_grid(centre, _FILE_ORDER_DIRECTION, shape=tuple(HIPPO_CROP[::-1]), spacing=1.0)
 
 
-def hippocampus_fov_warning(fixed: Volume) -> str | None:
+def hippocampus_fov_warning(image: Volume) -> str | None:
     """A warning when an image (fixed or moving) spans far more than the hippocampus nets' box
     (any extent above twice the 64 mm pad they were trained in): they then see only a central
     32×48×48 mm."""
-    ext = np.asarray(fixed.shape[::-1], float) * np.asarray(fixed.spacing, float)
+    ext = np.asarray(image.shape[::-1], float) * np.asarray(image.spacing, float)
     if np.all(ext <= 128.0):
         return None
     dims = "×".join(f"{e:.0f}" for e in ext)
