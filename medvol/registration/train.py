@@ -74,13 +74,9 @@ def _similarity(name: str):
     if name == "ncc":
         return global_ncc
     if name == "mi":
-        import warnings
-
         from monai.losses import GlobalMutualInformationLoss
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mi = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
+        mi = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
         return lambda a, b: -mi(b.clamp(0, 1), a.clamp(0, 1))
     raise InputError(f"unknown similarity {name!r}", hint="use ncc or mi")
 

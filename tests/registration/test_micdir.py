@@ -101,6 +101,37 @@ def test_warp_matches_monai_warp_zero_padding():
     assert torch.allclose(integrate_svf(v, 7), ref_int, atol=1e-5)
 
 
+def test_warp_and_integration_are_bit_identical_to_monai_with_the_same_gradients():
+    """warp / integrate_svf write out MONAI's Warp / DVF2DDF arithmetic (for speed and thread
+    safety): the same bits forward, for every padding and interpolation mode and for grids with
+    a singleton axis, and the same gradients with respect to image and field."""
+    pytest.importorskip("monai")
+    import warnings
+
+    from monai.networks.blocks import DVF2DDF, Warp
+
+    g = torch.Generator().manual_seed(3)
+    for shape in [(9, 11, 7), (1, 6, 5)]:
+        img = torch.rand(2, 2, *shape, generator=g)
+        ddf = 2 * torch.randn(2, 3, *shape, generator=g)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for mode in ("bilinear", "nearest"):
+                for pad in ("zeros", "border", "reflection"):
+                    ref = Warp(mode=mode, padding_mode=pad)(img, ddf)
+                    assert torch.equal(warp(img, ddf, mode=mode, padding_mode=pad), ref)
+            v = 3 * torch.randn(1, 3, *shape, generator=g)
+            assert torch.equal(integrate_svf(v, 7),
+                               DVF2DDF(num_steps=7, mode="bilinear", padding_mode="zeros")(v))
+            grads = []
+            for fn in (lambda i, d: Warp(mode="bilinear", padding_mode="zeros")(i, d), warp):
+                i, d = img.clone().requires_grad_(True), ddf.clone().requires_grad_(True)
+                (fn(i, d) ** 2).sum().backward()
+                grads.append((i.grad, d.grad))
+        assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+        assert grads[1][1].abs().sum() > 0
+
+
 def test_micdir_forward_shapes_and_loss_backward():
     torch.manual_seed(0)
     cfg = MICDIRConfig(enc_channels=(4, 8, 8, 8), enc_strides=(1, 2, 2, 2), dec_channels=8,
@@ -187,14 +218,15 @@ def test_voxelmorph_wrapper_swaps_to_monai_order():
     net = VoxelMorphNet()
     seen = {}
 
-    def fake(moving, fixed):
-        seen["moving"], seen["fixed"] = moving, fixed
-        return moving, torch.zeros(moving.shape[0], 3, *moving.shape[2:])
+    def fake(x):              # MONAI's VoxelMorph feeds its backbone cat([moving, fixed])
+        seen["x"] = x
+        return torch.zeros(x.shape[0], 3, *x.shape[2:])
 
-    net.net.forward = fake
+    net.net.backbone.forward = fake
     f, m = torch.zeros(1, 1, 16, 16, 16), torch.ones(1, 1, 16, 16, 16)
-    net(f, m)
-    assert seen["moving"] is m and seen["fixed"] is f
+    out = net(f, m)
+    assert torch.equal(seen["x"][:, :1], m) and torch.equal(seen["x"][:, 1:], f)
+    assert torch.equal(out["warped"], m) and not out["ddf"].any()   # zero field: identity
 
 
 def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
@@ -225,11 +257,33 @@ def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
     assert (integrate_svf(v, 7) - v).abs().max() > 0.1      # integration did something
 
 
+def test_voxelmorph_forward_is_monais_forward_bit_for_bit():
+    """VoxelMorphNet runs MONAI's VoxelMorph with medvol's stateless integrate/warp in place of
+    its Warp layers: the same DDF, warped image and parameter gradients as MONAI's own forward."""
+    pytest.importorskip("monai")
+    from medvol.models.voxelmorph import VoxelMorphNet
+
+    torch.manual_seed(0)
+    net = VoxelMorphNet()
+    g = torch.Generator().manual_seed(1)
+    f, m = torch.rand(1, 1, 16, 24, 16, generator=g), torch.rand(1, 1, 16, 24, 16, generator=g)
+    grads = []
+    for run in (lambda: net(f, m), lambda: dict(zip(("warped", "ddf"), net.net(m, f)))):
+        net.zero_grad()
+        out = run()
+        (out["warped"].square().sum() + out["ddf"].square().mean()).backward()
+        grads.append((out["ddf"].detach(), out["warped"].detach(),
+                      [p.grad.clone() for p in net.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][2], grads[1][2]))
+    assert grads[0][0].abs().max() > 0
+
+
 def test_warp_is_safe_across_threads_and_shapes():
     """MONAI's Warp stores each call's reference grid on the layer and reads it back: one layer
     shared by threads that warp different shapes swapped it under another thread (size-mismatch
-    errors with these four threads, most runs). Each thread now has its own layer; every warp
-    by a zero field is the identity, and no grid stays on the layer after a call."""
+    errors with these four threads, most runs, when warp used one shared layer). warp now holds
+    no state; every warp by a zero field is the identity."""
     import threading
 
     pytest.importorskip("monai")
@@ -249,7 +303,4 @@ def test_warp_is_safe_across_threads_and_shapes():
     for t in threads:
         t.join()
     assert not errors, errors[:2]
-    from medvol.models.micdir import _monai_warp
-
-    assert _monai_warp("bilinear", "zeros").ref_grid is None
 
