@@ -144,20 +144,24 @@ def hippo_uncrop_ddf(ddf: np.ndarray) -> np.ndarray:
 
 
 def hippo_box_ddf(model, fixed: np.ndarray, moving: np.ndarray, *, steps: int = 0,
-                  full_steps: int | None = None) -> np.ndarray:
+                  full_steps: int | None = None, settings=None) -> np.ndarray:
     """Register two 64³ hippocampus arrays with a ``*_hippocampus`` net on its own box (no
     resampling), refined on the pair for ``steps`` LNCC steps (:func:`medvol.registration.refine.
     refine_pair`; 0 = the net alone); returns the voxel DDF ``(3, 64, 64, 64)``, edge-replicated
-    outside the box (:func:`hippo_uncrop_ddf`)."""
+    outside the box (:func:`hippo_uncrop_ddf`). ``settings``: a ``RefineSettings``; default the
+    hippocampus task's for its own budget, else the general ones (as ``medvol register --task
+    hippocampus``: :func:`medvol.registration.refine.default_refine_settings`)."""
     import torch
 
-    from .refine import refine_pair
+    from .refine import default_refine_settings, refine_pair
+
+    settings = default_refine_settings("hippocampus", steps, full_steps, settings)
 
     def box(a):
         return torch.from_numpy(np.ascontiguousarray(hippo_crop(np.asarray(a, np.float32))))[None, None]
 
     ddf, _ = refine_pair(model, box(fixed), box(moving), steps=steps, similarity="lncc",
-                         full_steps=full_steps)
+                         full_steps=full_steps, settings=settings)
     return hippo_uncrop_ddf(ddf[0].numpy())
 
 

@@ -5,7 +5,7 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
 :func:`refine_pair` does that for both of medvol's nets with the same budget:
 
 1. the net predicts its stationary velocity field ``v₀`` (MICDIR: ``out["velocity"]``;
-   VoxelMorph: MONAI's backbone output, the field its ``DVF2DDF`` integrates);
+   VoxelMorph: MONAI's backbone output, the field its ``DVF2DDF`` would integrate);
 2. ``steps - full_steps`` Adam steps at half resolution (images and velocity resized ×½), then
    the coarse correction is added to ``v₀`` and ``full_steps`` Adam steps at full resolution
    (``full_steps`` defaults to ``steps - steps // 2``; a half-resolution step costs about a
@@ -13,7 +13,8 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
    budget);
 3. each step integrates ``v`` with the net's own integrator (MICDIR: ``MICDIR.integrate``,
    scaling and squaring at half resolution as released, or at full resolution with
-   ``int_resolution = "full"``; VoxelMorph: MONAI ``DVF2DDF``, 7 steps) and minimises
+   ``int_resolution = "full"``; VoxelMorph: the recursion of MONAI's ``DVF2DDF``, 7 steps,
+   bit-identical, on :func:`medvol.models.micdir.integrate_svf`) and minimises
    ``similarity(fixed, moving∘φ) + w_smooth·‖∇u‖² + w_ic·‖u + u⁻∘φ‖²`` with ``u⁻ = exp(−v)``
    (inverse consistency of the forward and the backward map). Similarity: MONAI
    ``LocalNormalizedCrossCorrelationLoss`` (kernel 5) intramodal; intermodal MONAI
@@ -43,7 +44,15 @@ DEFAULT_REFINE = 40
 # half-res 0.781, refine 40 0.770: LNCC pulls the label-trained fields off the labels); with
 # MICDIR integrating at full resolution (2026-12-04) the net alone ranks first for both nets
 # (MICDIR 0.816 / refine 2 0.811, VoxelMorph 0.803 / 0.797): kept at 2 so that refinement stays
-# on by default (issue 15), `--refine 0` gives the net alone
+# on by default (issue 15), `--refine 0` gives the net alone. Re-chosen 2026-12-04 after warp /
+# scaling and squaring stopped going through MONAI's Warp layer (bit-identical, ~1.5x faster
+# steps), by a rule fixed before the sweep (the most accurate budget with refinement on within a
+# fifth of demons' time on the 10 validation pairs, same run; docs/registration_issue15.md):
+# demons 0.890 s (budget 0.178 s); net 0.8158 at 0.139 s; 1 half-res step lr 0.01 no IC 0.8159
+# at 0.163 s (chosen; lr 0.1: 0.8142); 2 steps lr 0.1 with IC (the former default) 0.8114 at
+# 0.218 s; 2 steps lr 0.01 0.8155 at 0.188 s; 1 full-res step lr 0.03 0.8160 at 0.250 s. LNCC
+# refinement does not improve this label-trained net: the chosen step leaves its field almost
+# unchanged
 # ixi, 6 ordered pairs of TRAINING subjects (IXI has no validation subject; the pairs are not
 # those the test table uses), micdir_ixi: half-resolution steps on the 2.5 mm model grid (5 mm)
 # stay at 0.56 whatever their number or step size, the gain is at full resolution; the most
@@ -52,14 +61,14 @@ DEFAULT_REFINE = 40
 # (30 steps lr 0.2 0.637 at 11.2 s, within 0.002 but slower; 30 / 40 steps lr 0.3 0.639 / 0.640
 # at 12.0 / 15.5 s, over the bar; 8 steps 0.624 at 2.35 s — the default until the demons
 # baseline was re-tuned; the general refine 40: 0.634 at 7.89 s)
-TASK_REFINE = {"hippocampus": (2, 0), "ixi": (20, 20)}
+TASK_REFINE = {"hippocampus": (1, 0), "ixi": (20, 20)}
 # Adam step and inverse-consistency weight of a task's own budget (used only when the run's
 # (steps, full-res steps) equal TASK_REFINE[task]; any other budget keeps the RefineSettings
 # defaults it was measured with), chosen on the same pairs: for a stationary velocity field
 # exp(-v) is the inverse of exp(v) up to discretisation, so the IC term left Dice unchanged
 # (10 full steps: 0.6120 without vs 0.6121 with) at 54 % of the time; lr 0.3 over 0.1: 0.628
-# vs 0.612 at 10 steps; folding stayed 0.0000-0.0001 %
-TASK_SETTINGS = {"ixi": {"lr": 0.3, "w_ic": 0.0}}
+# vs 0.612 at 10 steps; folding stayed 0.0000-0.0001 % (ixi); hippocampus: see TASK_REFINE
+TASK_SETTINGS = {"ixi": {"lr": 0.3, "w_ic": 0.0}, "hippocampus": {"lr": 0.01, "w_ic": 0.0}}
 
 
 def default_refine(task: str | None, steps: int | None = None,
@@ -137,12 +146,16 @@ class RefineSettings:
 
 
 def _integrator(model):
-    from ..models.micdir import MICDIR
+    """``v -> ddf``: MICDIR's own integrator; for VoxelMorph the recursion of MONAI's
+    ``DVF2DDF`` (the net's ``integration_steps``, bilinear, zero padding) on
+    :func:`medvol.models.micdir.integrate_svf`, bit-identical to ``model.net.dvf2ddf`` and
+    faster, so both nets' refinement steps cost the same per voxel."""
+    from ..models.micdir import MICDIR, integrate_svf
 
     if isinstance(model, MICDIR):
         return model.integrate
-    dvf = model.net.dvf2ddf
-    return lambda v: dvf(v)
+    steps = int(model.net.integration_steps)
+    return lambda v: integrate_svf(v, steps)
 
 
 def predict_velocity(model, fixed, moving):
@@ -202,21 +215,18 @@ def mind_ssc(img, radius: int = 1, dilation: int = 2):
 def _similarity(name: str, kernel: int, dilation: int = 1):
     """``prepare(fixed) -> loss(warped)``: the fixed image is clamped to [0, 1] (and, for
     ``mind``, described by MIND-SSC) once per resolution level, not in every Adam step."""
-    import warnings
-
     from monai.losses import GlobalMutualInformationLoss, LocalNormalizedCrossCorrelationLoss
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if name == "lncc":
-            f = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=int(kernel))
-        elif name == "mi":
-            f = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
-        elif name != "mind":
-            from ..errors import InputError
+    # (no warnings.catch_warnings() here: these constructors warn about nothing, and it is not
+    # thread-safe — refinement runs in thread-pool flows)
+    if name == "lncc":
+        f = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=int(kernel))
+    elif name == "mi":
+        f = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
+    elif name != "mind":
+        from ..errors import InputError
 
-            raise InputError(f"unknown refinement similarity {name!r}",
-                             hint="use lncc, mi or mind")
+        raise InputError(f"unknown refinement similarity {name!r}", hint="use lncc, mi or mind")
 
     def prepare(fixed):
         fc = fixed.clamp(0, 1)

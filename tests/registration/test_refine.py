@@ -110,12 +110,12 @@ def test_full_res_steps_split():
 
 
 def test_default_refine_per_task_and_caller_values_win():
-    """No --refine: the hippocampus task takes its validated budget (2 steps, half resolution),
+    """No --refine: the hippocampus task takes its validated budget (1 step, half resolution),
     other tasks DEFAULT_REFINE with half at full resolution; the caller's values always win."""
     from medvol.registration.refine import DEFAULT_REFINE, default_refine
 
-    assert default_refine("hippocampus") == (2, 0)
-    assert default_refine("hippocampus", full_steps=1) == (2, 1)
+    assert default_refine("hippocampus") == (1, 0)
+    assert default_refine("hippocampus", full_steps=1) == (1, 1)
     assert default_refine("hippocampus", 10) == (10, 5)
     assert default_refine(None) == default_refine("intra") == (DEFAULT_REFINE, DEFAULT_REFINE // 2)
     assert default_refine("synth", 0) == (0, 0) and default_refine("inter", 8, 0) == (8, 0)
@@ -123,7 +123,8 @@ def test_default_refine_per_task_and_caller_values_win():
 
 
 def test_task_refine_settings_and_caller_settings_win():
-    """--task ixi's own budget (20 full-resolution steps) runs with its Adam step and no IC term;
+    """--task ixi's own budget (20 full-resolution steps) and --task hippocampus's (1 half-res
+    step) run with their Adam step and no IC term;
     any other budget, and other tasks, keep the RefineSettings defaults; settings passed by the
     caller are used unchanged."""
     from medvol.registration.refine import RefineSettings, default_refine_settings
@@ -134,7 +135,9 @@ def test_task_refine_settings_and_caller_settings_win():
     # --refine 20 alone is 10 half + 10 full steps: not the task's budget
     assert default_refine_settings("ixi", 20) == default_refine_settings("ixi", 40) == RefineSettings()
     assert default_refine_settings("ixi", 8, 8) == RefineSettings()    # the earlier default
-    assert default_refine_settings("hippocampus") == default_refine_settings(None) == RefineSettings()
+    h = default_refine_settings("hippocampus")
+    assert (h.lr, h.w_ic) == (0.01, 0.0) and default_refine_settings("hippocampus", 1, 0) == h
+    assert default_refine_settings("hippocampus", 2, 0) == default_refine_settings(None) == RefineSettings()
     mine = RefineSettings(lr=0.05)
     assert default_refine_settings("ixi", settings=mine) is mine
 
@@ -151,8 +154,8 @@ def test_register_volumes_uses_and_records_the_task_default_refine():
     m = Volume(np.exp(-(z ** 2 + y ** 2 + (x - 0.1) ** 2) / 0.2).astype(np.float32),
                spacing=(1.5,) * 3)
     r = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False)
-    assert (r.info["refine_steps"], r.info["refine_full_res_steps"]) == (2, 0)
-    assert r.info["refine_settings"]["lr"] == 0.1 and r.info["refine_settings"]["w_ic"] == 0.1
+    assert (r.info["refine_steps"], r.info["refine_full_res_steps"]) == (1, 0)
+    assert r.info["refine_settings"]["lr"] == 0.01 and r.info["refine_settings"]["w_ic"] == 0.0
     r0 = register_volumes(f, m, method="micdir", task="hippocampus", prealign=False, refine=0)
     assert (r0.info["refine_steps"], r0.info["refine_full_res_steps"]) == (0, 0)
     assert r0.info["refine_settings"] is None
