@@ -214,8 +214,10 @@ def hippocampus_pairs(data, n, split="test", offsets=(1,)):
     return out
 
 
-def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None):
-    """Learned net on the hippocampus box (no resampling: the box of the 64³ volume)."""
+def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None, settings=None):
+    """Learned net on the hippocampus box (no resampling: the box of the 64³ volume);
+    ``settings``: ``RefineSettings`` (``None``: the task's for its own budget, as ``medvol
+    register``)."""
     from medvol.io.formats import voxel_ddf_to_lps_mm
     from medvol.registration.datasets import hippo_box_ddf
     from medvol.registration.learned import load_model
@@ -223,7 +225,8 @@ def _hippo_learned(method, refine, weights=None, task="hippocampus", full=None):
     model, _ = load_model(method, task, path=weights)
 
     def run(f, m):
-        ddf = hippo_box_ddf(model, f.array, m.array, steps=refine, full_steps=full)
+        ddf = hippo_box_ddf(model, f.array, m.array, steps=refine, full_steps=full,
+                            settings=settings)
         return voxel_ddf_to_lps_mm(ddf, f)
 
     return run
@@ -407,11 +410,17 @@ def main(argv=None, *, paired_ci=None):
                 budgets[f"{m} + refine {nf} (half-res)"] = (nf, 0)
             if task_budget:
                 budgets[f"{m} + refine {task_budget[0]} ({task} default)"] = task_budget
+            from medvol.registration.refine import RefineSettings
+
             for key, (n, full) in budgets.items():
+                # "refine N (half-res)" rows run the general settings even where the budget is
+                # the task's own (--refine-fast 1 on hippocampus); the others what `medvol
+                # register` would (default_refine_settings: the task's for its own budget)
+                st = RefineSettings() if key.endswith("(half-res)") else None
                 if a.dataset == "hippocampus":
-                    fns[key] = _hippo_learned(m, n, wpath(m), task, full)
+                    fns[key] = _hippo_learned(m, n, wpath(m), task, full, st)
                 else:
-                    fns[key] = _learned_with(m, task, n, sim, wpath(m), full)
+                    fns[key] = _learned_with(m, task, n, sim, wpath(m), full, st)
     if labels is None:
         labels = present_labels(pairs)
     groups = [list(p["group"]) for p in pairs] if all("group" in p for p in pairs) else None
@@ -426,7 +435,7 @@ def main(argv=None, *, paired_ci=None):
                                             "groups": t.groups}))
 
 
-def _learned_with(method, task, refine, sim, weights, full=None):
+def _learned_with(method, task, refine, sim, weights, full=None, settings=None):
     from medvol.registration.learned import load_model, register_learned
 
     model, info = load_model(method, task, path=weights)
@@ -435,7 +444,7 @@ def _learned_with(method, task, refine, sim, weights, full=None):
         # task: the task's validated grid (synth: 2 mm); the modality's refinement similarity
         return register_learned(f, m, method=method, modality="intra" if sim == "lncc" else "inter",
                                 model=model, meta=info, refine=refine, task=task,
-                                refine_full=full).disp_mm
+                                refine_full=full, refine_settings=settings).disp_mm
 
     return run
 

@@ -62,15 +62,17 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     Notes
     -----
     The arithmetic of MONAI's ``monai.networks.blocks.Warp`` (native ``grid_sample`` path),
-    written out: sampling point ``(p + u) · 2 / (n − 1) − 1`` per axis, ``(x, y, z)`` last,
-    ``align_corners=True``. When image and DDF share a grid the result is **bit-identical** to
-    ``Warp`` (``tests/registration/test_micdir.py``). Hand-written for two stated reasons:
+    written out: sampling point ``(p + u) · 2 / (n − 1) − 1`` per axis (by Python numbers, in
+    MONAI's order of operations), ``(x, y, z)`` last, ``align_corners=True``. When image and DDF
+    share a grid the result is **bit-identical** to ``Warp`` — outputs and gradients on CPU,
+    outputs on CUDA, whose ``grid_sample`` backward accumulates atomically and is not
+    repeatable anyway (``tests/registration/test_micdir.py``). Hand-written for two stated reasons:
 
     * speed — MONAI 1.6.1's ``Warp`` rebuilds its reference grid on every call (its cache check
       compares ``ref_grid.shape[1:]`` with ``ddf.shape[2:]``, which never match), stacks it per
       batch item and normalises each axis by indexed assignment; the same numbers in four
-      broadcast operations are 1.1–1.5× faster (``benchmarks/warp.py``, 2 threads: forward +
-      backward 1.56 vs 2.33 ms on the 16×24×24 refinement grid, 10.0 vs 13.3 ms on 32×48×48;
+      element-wise operations are 1.1–1.4× faster (``benchmarks/warp.py``, 2 threads: forward
+      + backward 1.68 vs 2.36 ms on the 16×24×24 refinement grid, 9.8 vs 13.1 ms on 32×48×48;
       the scaling-and-squaring loop and instance optimisation call it dozens of times a pair);
     * thread safety — ``Warp`` stores the grid on the layer and reads it back, so a layer shared
       by threads raced (a size-mismatch error with four threads warping different shapes);
@@ -85,10 +87,12 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
     if image.dtype != ddf.dtype:
         image = image.to(ddf.dtype)
     axes = [torch.arange(int(n), device=ddf.device).to(ddf.dtype) for n in spatial]
-    ident = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)      # (*spatial, 3)
-    denom = torch.tensor([max(int(n) - 1, 1) for n in image.shape[2:]], dtype=ddf.dtype,
-                         device=ddf.device)
-    grid = ((ident + ddf.movedim(1, -1)) * 2 / denom - 1).flip(-1)       # (B, *spatial, x y z)
+    g = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) + ddf.movedim(1, -1)
+    # per axis, by a Python number, in MONAI's order of operations (x * 2 / (n - 1) - 1): the
+    # same bits on CPU and CUDA (a tensor divisor rounds differently on CUDA), no host copy
+    sizes = image.shape[2:]
+    grid = torch.stack([g[..., k] * 2 / max(int(sizes[k]) - 1, 1) - 1
+                        for k in range(len(spatial) - 1, -1, -1)], dim=-1)  # (B, *spatial, x y z)
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 

@@ -80,13 +80,16 @@ class VoxelMorphNet(nn.Module):
         layers replaced by :func:`medvol.models.micdir.integrate_svf` / ``warp``, which compute
         the same bits as ``net.dvf2ddf`` / ``net.warp`` (forward and gradients;
         ``tests/registration/test_micdir.py``) without storing a grid on the layer, so one model may serve several
-        threads, and 1.1–1.5× faster (``benchmarks/warp.py``)."""
+        threads, and 1.1–1.4× faster (``benchmarks/warp.py``)."""
         from .micdir import integrate_svf, warp
 
         if fixed.shape != moving.shape or fixed.dim() != 5 or fixed.shape[1] != 1:
             raise ValueError(f"fixed and moving must both be (B, 1, z, y, x); got "
                              f"{tuple(fixed.shape)} and {tuple(moving.shape)}")
         v = self.net.backbone(torch.cat([moving, fixed], dim=1))    # MONAI order: (moving, fixed)
+        if v.shape[1] != 3 or v.shape[2:] != moving.shape[2:]:      # MONAI's checks, kept
+            raise ValueError(f"the backbone must return a (B, 3, *{tuple(moving.shape[2:])}) "
+                             f"field; got {tuple(v.shape)}")
         ddf = integrate_svf(v, int(self.net.integration_steps)) if self.net.diffeomorphic else v
         warped = warp(moving, ddf)
         return {"ddf": ddf, "warped": warped, "velocity": None,

@@ -45,8 +45,8 @@ DEFAULT_REFINE = 40
 # MICDIR integrating at full resolution (2026-12-04) the net alone ranks first for both nets
 # (MICDIR 0.816 / refine 2 0.811, VoxelMorph 0.803 / 0.797): kept at 2 so that refinement stays
 # on by default (issue 15), `--refine 0` gives the net alone. Re-chosen 2026-12-04 after warp /
-# scaling and squaring stopped going through MONAI's Warp layer (bit-identical, ~1.5x faster
-# steps), by a rule fixed before the sweep (the most accurate budget with refinement on within a
+# scaling and squaring stopped going through MONAI's Warp layer (bit-identical, refinement steps
+# 1.2x faster), by a rule fixed before the sweep (the most accurate budget with refinement on within a
 # fifth of demons' time on the 10 validation pairs, same run; docs/registration_issue15.md):
 # demons 0.890 s (budget 0.178 s); net 0.8158 at 0.139 s; 1 half-res step lr 0.01 no IC 0.8159
 # at 0.163 s (chosen; lr 0.1: 0.8142); 2 steps lr 0.1 with IC (the former default) 0.8114 at
@@ -242,22 +242,53 @@ def _similarity(name: str, kernel: int, dilation: int = 1):
     return prepare
 
 
+class _Adam:
+    """``torch.optim.Adam(params=[p], lr=lr)`` (betas 0.9 / 0.999, eps 1e-8, no weight decay, no
+    AMSGrad) for the one velocity tensor: the operations of torch's single-tensor Adam step in
+    the same order, bit-identical to it (``tests/registration/test_refine.py``).
+
+    Hand-written for a stated reason: constructing any ``torch.optim`` optimizer first imports
+    ``torch._dynamo`` (1.4 s on the 2-core CPU), more than a whole hippocampus registration
+    (≈ 0.2 s), and a single-pair ``medvol register`` call would pay it every time."""
+
+    def __init__(self, p, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.p, self.lr, self.betas, self.eps, self.t = p, float(lr), betas, float(eps), 0
+        self.m = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.v = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def zero_grad(self) -> None:
+        self.p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        b1, b2 = self.betas
+        g = self.p.grad
+        with torch.no_grad():
+            self.t += 1
+            self.m.lerp_(g, 1 - b1)
+            self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            step_size = self.lr / (1 - b1 ** self.t)
+            denom = (self.v.sqrt() / (1 - b2 ** self.t) ** 0.5).add_(self.eps)
+            self.p.addcdiv_(self.m, denom, value=-step_size)
+
+
 def _optimise(v_init, moving, integrate, sim, steps: int, s: RefineSettings):
     """``steps`` Adam steps on the velocity ``v_init``; ``sim(warped)``: the level's
     similarity loss (its fixed image prepared by :func:`_similarity`)."""
-    import torch
-
     from ..models.micdir import grad_l2, warp
 
     v = v_init.clone().requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=float(s.lr))
+    opt = _Adam(v, lr=float(s.lr))
     for _ in range(int(steps)):
         u = integrate(v)
         loss = sim(warp(moving, u)) + s.w_smooth * grad_l2(u)
         if s.w_ic > 0:
             ub = integrate(-v)
             loss = loss + s.w_ic * ((u + warp(ub, u, padding_mode="border")) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
     return v.detach()

@@ -115,7 +115,8 @@ def test_registration_shipped_outputs_unchanged(name):
                                      "synth": "inter"}.get(task, task)
     f, m = _blobs(tuple(grid))
     ddf, _ = run_net(model, f, m)
-    # MICDIR's warp and velocity integration now run MONAI's Warp / DVF2DDF: float32 rounding
+    # MICDIR's warp and velocity integration compute MONAI's Warp / DVF2DDF arithmetic (since
+    # 2026-12-03; bit-identical to those layers since 2026-12-04): float32 rounding
     # moves the sum of the 1 M-voxel field by 1.35e-6 relative (measured); the seven values
     # stay within 1e-6 of the field's maximum
     _compare(name, ddf, rtol_sum=5e-6)

@@ -101,28 +101,26 @@ def test_warp_matches_monai_warp_zero_padding():
     assert torch.allclose(integrate_svf(v, 7), ref_int, atol=1e-5)
 
 
-def test_warp_and_integration_are_bit_identical_to_monai_with_the_same_gradients():
-    """warp / integrate_svf write out MONAI's Warp / DVF2DDF arithmetic (for speed and thread
-    safety): the same bits forward, for every padding and interpolation mode and for grids with
-    a singleton axis, and the same gradients with respect to image and field."""
-    pytest.importorskip("monai")
+def _assert_bit_identical_to_monai(device):
     import warnings
 
     from monai.networks.blocks import DVF2DDF, Warp
 
     g = torch.Generator().manual_seed(3)
     for shape in [(9, 11, 7), (1, 6, 5)]:
-        img = torch.rand(2, 2, *shape, generator=g)
-        ddf = 2 * torch.randn(2, 3, *shape, generator=g)
+        img = torch.rand(2, 2, *shape, generator=g).to(device)
+        ddf = (2 * torch.randn(2, 3, *shape, generator=g)).to(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for mode in ("bilinear", "nearest"):
                 for pad in ("zeros", "border", "reflection"):
                     ref = Warp(mode=mode, padding_mode=pad)(img, ddf)
                     assert torch.equal(warp(img, ddf, mode=mode, padding_mode=pad), ref)
-            v = 3 * torch.randn(1, 3, *shape, generator=g)
+            v = (3 * torch.randn(1, 3, *shape, generator=g)).to(device)
             assert torch.equal(integrate_svf(v, 7),
                                DVF2DDF(num_steps=7, mode="bilinear", padding_mode="zeros")(v))
+            if device != "cpu":     # CUDA grid_sample backward accumulates atomically
+                continue
             grads = []
             for fn in (lambda i, d: Warp(mode="bilinear", padding_mode="zeros")(i, d), warp):
                 i, d = img.clone().requires_grad_(True), ddf.clone().requires_grad_(True)
@@ -130,6 +128,33 @@ def test_warp_and_integration_are_bit_identical_to_monai_with_the_same_gradients
                 grads.append((i.grad, d.grad))
         assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
         assert grads[1][1].abs().sum() > 0
+
+
+def test_warp_and_integration_are_bit_identical_to_monai_with_the_same_gradients():
+    """warp / integrate_svf write out MONAI's Warp / DVF2DDF arithmetic (for speed and thread
+    safety): the same bits forward, for every padding and interpolation mode and for grids with
+    a singleton axis, and the same gradients with respect to image and field."""
+    pytest.importorskip("monai")
+    _assert_bit_identical_to_monai("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_warp_and_integration_are_bit_identical_to_monai_on_cuda():
+    """The same forward bits on CUDA (the grid is normalised by Python numbers in MONAI's order of
+    operations: a tensor divisor rounds differently there)."""
+    pytest.importorskip("monai")
+    _assert_bit_identical_to_monai("cuda")
+
+
+def test_warp_onto_another_grid_normalises_by_the_image_size():
+    """A DDF on a smaller grid than the image samples the image at the DDF grid's voxel
+    positions plus the displacement, in the image's voxels (MONAI's Warp refuses this case)."""
+    img = torch.arange(10 * 11 * 12, dtype=torch.float32).reshape(1, 1, 10, 11, 12)
+    ddf = torch.zeros(1, 3, 4, 5, 6)
+    assert torch.allclose(warp(img, ddf), img[:, :, :4, :5, :6], atol=1e-3)
+    ddf[:, 0], ddf[:, 2] = 2.0, 3.0                       # +2 voxels in z, +3 in x
+    assert torch.allclose(warp(img, ddf), img[:, :, 2:6, :5, 3:9], atol=1e-3)
 
 
 def test_micdir_forward_shapes_and_loss_backward():
@@ -230,8 +255,9 @@ def test_voxelmorph_wrapper_swaps_to_monai_order():
 
 
 def test_monai_warp_and_dvf2ddf_match_the_written_out_formulas():
-    """warp / integrate_svf now run MONAI's Warp / DVF2DDF: same numbers as grid_sample with
-    align_corners=True and the scaling-and-squaring loop written out (float rounding only)."""
+    """warp / integrate_svf (MONAI's Warp / DVF2DDF arithmetic): the same numbers as grid_sample
+    with align_corners=True and the scaling-and-squaring loop written out independently here
+    (float rounding only)."""
     import torch
     import torch.nn.functional as F
 
@@ -277,6 +303,23 @@ def test_voxelmorph_forward_is_monais_forward_bit_for_bit():
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
     assert all(torch.equal(a, b) for a, b in zip(grads[0][2], grads[1][2]))
     assert grads[0][0].abs().max() > 0
+
+
+def test_voxelmorph_without_integration_and_with_a_wrong_backbone():
+    """int_steps 0: the backbone's field is the DDF (MONAI's non-diffeomorphic VoxelMorph, bit for
+    bit); a backbone returning the wrong shape is refused, as MONAI's forward did."""
+    pytest.importorskip("monai")
+    from medvol.models.voxelmorph import VoxelMorphConfig, VoxelMorphNet
+
+    torch.manual_seed(0)
+    net = VoxelMorphNet(VoxelMorphConfig(int_steps=0))
+    f, m = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    out = net(f, m)
+    warped, ddf = net.net(m, f)
+    assert torch.equal(out["ddf"], ddf) and torch.equal(out["warped"], warped)
+    net.net.backbone.forward = lambda x: torch.zeros(x.shape[0], 3, 8, 8, 8)
+    with pytest.raises(ValueError, match="backbone must return"):
+        net(f, m)
 
 
 def test_warp_is_safe_across_threads_and_shapes():

@@ -264,3 +264,49 @@ def test_demons_task_settings_reach_the_run_and_manifest(tmp_path, monkeypatch):
     assert seen[1] == seen[2] == D.DemonsSettings() and seen[1].field_sigma == 0.75
     man = json.loads((tmp_path / "o1" / "manifest.json").read_text())
     assert man["parameters"]["demons_settings"]["iterations"] == list(D.DEMONS_TASK["ixi"]["iterations"])
+
+
+def test_hippo_box_ddf_runs_the_task_settings_only_for_the_task_budget(monkeypatch):
+    """The benchmark's hippocampus rows go through hippo_box_ddf: its task budget (1 half-res
+    step) runs with the task's Adam step and no IC term, like `medvol register --task
+    hippocampus`; other budgets, and explicit settings, are passed on unchanged."""
+    import medvol.registration.refine as refine
+    from medvol.registration.datasets import hippo_box_ddf
+    from medvol.registration.refine import RefineSettings
+
+    seen = []
+
+    def fake(model, fixed, moving, *, steps, similarity, full_steps, settings):
+        seen.append((steps, full_steps, settings))
+        return torch.zeros(1, 3, *fixed.shape[2:]), None
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(refine, "refine_pair", fake)
+    a = np.zeros((64, 64, 64), np.float32)
+    hippo_box_ddf(None, a, a, steps=1, full_steps=0)
+    hippo_box_ddf(None, a, a, steps=2, full_steps=0)
+    mine = RefineSettings(lr=0.5)
+    hippo_box_ddf(None, a, a, steps=1, full_steps=0, settings=mine)
+    assert (seen[0][2].lr, seen[0][2].w_ic) == (0.01, 0.0)
+    assert seen[1][2] == RefineSettings() and seen[2][2] is mine
+
+
+def test_refinement_adam_is_torch_adam_bit_for_bit():
+    """The refinement's one-tensor Adam (hand-written so that a single registration does not
+    import torch._dynamo) takes exactly torch.optim.Adam's steps."""
+    torch = pytest.importorskip("torch")
+    from medvol.registration.refine import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 3, 5, 6, 7, generator=g)
+    start = torch.randn(2, 3, 5, 6, 7, generator=g)
+    paths = []
+    for make in (lambda p: torch.optim.Adam([p], lr=0.07), lambda p: _Adam(p, lr=0.07)):
+        p = start.clone().requires_grad_(True)
+        opt = make(p)
+        for _ in range(6):
+            opt.zero_grad()
+            ((p - target) ** 4).sum().backward()
+            opt.step()
+        paths.append(p.detach())
+    assert torch.equal(paths[0], paths[1]) and not torch.equal(paths[1], start)
