@@ -16,8 +16,9 @@ on the pair (e.g. Siebert, Hansen & Heinrich 2021; Mok & Chung's "instance optim
    ``int_resolution = "full"``; VoxelMorph: the recursion of MONAI's ``DVF2DDF``, 7 steps,
    bit-identical, on :func:`medvol.models.micdir.integrate_svf`) and minimises
    ``similarity(fixed, moving∘φ) + w_smooth·‖∇u‖² + w_ic·‖u + u⁻∘φ‖²`` with ``u⁻ = exp(−v)``
-   (inverse consistency of the forward and the backward map). Similarity: MONAI
-   ``LocalNormalizedCrossCorrelationLoss`` (kernel 5) intramodal; intermodal MONAI
+   (inverse consistency of the forward and the backward map). Similarity: MONAI's
+   ``LocalNormalizedCrossCorrelationLoss`` (kernel 5; computed bit-identically by
+   :func:`lncc_loss`) intramodal; intermodal MONAI
    ``GlobalMutualInformationLoss`` (``"mi"``) or the MIND-SSC descriptor distance (``"mind"``,
    :func:`mind_ssc`; Heinrich et al. 2013, the usual Learn2Reg choice for multimodal pairs).
 
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_REFINE", "TASK_REFINE", "TASK_SETTINGS", "RefineSettings", "default_grid_mm",
            "default_refine", "default_refine_settings", "default_similarity", "full_res_steps",
-           "mind_ssc", "predict_velocity", "refine_pair", "refine_arrays"]
+           "lncc_loss", "mind_ssc", "predict_velocity", "refine_pair", "refine_arrays"]
 
 DEFAULT_REFINE = 40
 # (steps, full-resolution steps) chosen on a task's VALIDATION pairs (never its test pairs):
@@ -212,16 +213,62 @@ def mind_ssc(img, radius: int = 1, dilation: int = 2):
     return torch.exp(-dist / var)
 
 
+def lncc_loss(pred, target, kernel: int = 5):
+    """MONAI ``LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=kernel)`` (box
+    window, ``smooth_nr`` 0, ``smooth_dr`` 1e-5, mean reduction): minus the mean over voxels of
+    the squared local correlation ``cross² / (var_t · var_p)`` of ``(B, C, z, y, x)`` tensors,
+    window sums by zero-padded separable box filters. The same operations in MONAI's order,
+    bit-identical to it, gradients included (``tests/registration/test_refine.py``).
+
+    Hand-written for a stated reason: it is the only part of MICDIR's refinement that needed
+    MONAI, and importing MONAI takes 2.5 s on the 2-core CPU, more than ten hippocampus
+    registrations (≈ 0.2 s each); a single-pair ``medvol register`` paid it every call."""
+    import torch
+    import torch.nn.functional as F
+
+    k = int(kernel)
+    if k % 2 == 0:
+        raise ValueError(f"kernel must be odd, got {k}")
+    if pred.shape != target.shape or pred.dim() != 5:
+        raise ValueError(f"pred and target must be equal (B, C, z, y, x); got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+    c, r = pred.shape[1], (k - 1) // 2
+    ones = torch.ones(k).to(pred)
+
+    def box(x, d=2):                  # MONAI's separable_filtering recursion, zero padding
+        if d < 0:
+            return x
+        pad = [0, 0] * 3
+        pad[2 * (2 - d)] = pad[2 * (2 - d) + 1] = r
+        shape = [1] * 5
+        shape[d + 2] = -1
+        w = ones.reshape(shape).repeat([c, 1, 1, 1, 1])
+        return F.conv3d(box(F.pad(x, pad, mode="constant"), d - 1), w, groups=c)
+
+    # products first and sums in MONAI's order: autograd accumulates pred's gradient in the
+    # order the graph was built, so this keeps the gradients bit-identical too
+    t2, p2, tp = target * target, pred * pred, target * pred
+    vol = torch.tensor(float(k ** 3)).to(pred)
+    t_sum, p_sum, t2_sum, p2_sum, tp_sum = box(target), box(pred), box(t2), box(p2), box(tp)
+    t_avg, p_avg = t_sum / vol, p_sum / vol
+    cross = tp_sum - p_avg * t_sum
+    eps = torch.as_tensor(1e-5, dtype=t2_sum.dtype, device=t2_sum.device)
+    t_var = torch.max(t2_sum - t_avg * t_sum, eps)
+    p_var = torch.max(p2_sum - p_avg * p_sum, eps)
+    return torch.mean((cross * cross + 0.0) / (t_var * p_var)).neg()
+
+
 def _similarity(name: str, kernel: int, dilation: int = 1):
     """``prepare(fixed) -> loss(warped)``: the fixed image is clamped to [0, 1] (and, for
     ``mind``, described by MIND-SSC) once per resolution level, not in every Adam step."""
-    from monai.losses import GlobalMutualInformationLoss, LocalNormalizedCrossCorrelationLoss
-
     # (no warnings.catch_warnings() here: these constructors warn about nothing, and it is not
     # thread-safe — refinement runs in thread-pool flows)
     if name == "lncc":
-        f = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=int(kernel))
+        def f(pred, target):
+            return lncc_loss(pred, target, int(kernel))
     elif name == "mi":
+        from monai.losses import GlobalMutualInformationLoss
+
         f = GlobalMutualInformationLoss(num_bins=23, sigma_ratio=0.5)
     elif name != "mind":
         from ..errors import InputError

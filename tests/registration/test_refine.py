@@ -310,3 +310,29 @@ def test_refinement_adam_is_torch_adam_bit_for_bit():
             opt.step()
         paths.append(p.detach())
     assert torch.equal(paths[0], paths[1]) and not torch.equal(paths[1], start)
+
+
+def test_lncc_loss_is_monais_bit_for_bit_with_gradients():
+    """lncc_loss (written out so that MICDIR's refinement needs no MONAI import) equals MONAI's
+    LocalNormalizedCrossCorrelationLoss, values and gradients, for kernels 3 and 5, two
+    channels and a batch of two; identical images give -1 where the window has contrast."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    from monai.losses import LocalNormalizedCrossCorrelationLoss
+
+    from medvol.registration.refine import lncc_loss
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(2, 2, 9, 10, 11, generator=g)
+    for k in (3, 5):
+        out = []
+        for fn in (LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=k),
+                   lambda a, b: lncc_loss(a, b, k)):
+            p = torch.rand(2, 2, 9, 10, 11, generator=torch.Generator().manual_seed(k))
+            p.requires_grad_(True)
+            loss = fn(p, t)
+            loss.backward()
+            out.append((loss.detach(), p.grad))
+        assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    img = torch.rand(1, 1, 12, 12, 12, generator=g)
+    assert abs(float(lncc_loss(img, img)) + 1.0) < 1e-3
