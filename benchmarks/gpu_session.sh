@@ -32,10 +32,19 @@ python3 -c 'import medvol.kernels, medvol.models.voco, monai' || exit 4
 python3 -c 'import astra; print("astra", astra.__version__, "cuda", astra.use_cuda())' \
     > "$OUTDIR/astra.txt" 2>&1; cat "$OUTDIR/astra.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUTDIR/smi.txt" 2>&1
+FAILED=""
 timeout 180 python3 -m pytest -m gpu -p no:cacheprovider -q -rs tests/kernels \
-    tests/recon/test_diffusion.py tests/pretrain/test_voco.py 2>&1 | tee "$OUTDIR/gpu_tests.log" | tail -25
+    tests/recon/test_diffusion.py tests/pretrain/test_voco.py tests/registration/test_micdir.py \
+    2>&1 | tee "$OUTDIR/gpu_tests.log" | tail -25
+[ "${PIPESTATUS[0]}" = 0 ] || FAILED="$FAILED gpu-tests"
 timeout 150 python3 benchmarks/voco_gpu.py --device cuda --configs cpu,gpu --steps 50 --warmup 5 \
     --json "$OUTDIR/voco_gpu.json" 2>&1 | tee "$OUTDIR/voco_gpu.log" | tail -8
+[ "${PIPESTATUS[0]}" = 0 ] || FAILED="$FAILED voco_gpu"
 timeout 120 python3 benchmarks/projectors.py --device cuda \
     --cases torch-cuda,astra-cuda,torch-cuda-cone,astra-cuda-cone 2>&1 | tee "$OUTDIR/projectors.log" | tail -12
+[ "${PIPESTATUS[0]}" = 0 ] || FAILED="$FAILED projectors"
 timeout 45 python3 benchmarks/adjointness.py 2>&1 | tee "$OUTDIR/adjointness.log" | tail -16
+[ "${PIPESTATUS[0]}" = 0 ] || FAILED="$FAILED adjointness"
+# every step runs whatever an earlier one did (the logs carry the results); the exit status says
+# whether any failed (timeouts included), so a device call reports it in its rc
+if [ -n "$FAILED" ]; then echo "gpu_session: failed:$FAILED" >&2; exit 1; fi
