@@ -86,8 +86,7 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, *, mode: str = "bilinear",
         raise ValueError(f"ddf must have {len(spatial)} channels, got {ddf.shape[1]}")
     if image.dtype != ddf.dtype:
         image = image.to(ddf.dtype)
-    axes = [torch.arange(int(n), device=ddf.device).to(ddf.dtype) for n in spatial]
-    g = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) + ddf.movedim(1, -1)
+    g = identity_grid(spatial, ddf.device, ddf.dtype).movedim(0, -1) + ddf.movedim(1, -1)
     # per axis, by a Python number, in MONAI's order of operations (x * 2 / (n - 1) - 1): the
     # same bits on CPU and CUDA (a tensor divisor rounds differently on CUDA), no host copy
     sizes = image.shape[2:]
