@@ -159,10 +159,9 @@ class MatrixSliceOperator:
         M = torch.cat(rows, 0)                            # (n_rng, n_dom) = A
         self._norm = float(torch.linalg.matrix_norm(M.double(), ord=2))
         # a ray meets O(n) of the n² pixels: sparse CSR products are ~n times cheaper
-        import warnings
+        from .._warnings import quiet
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
+        with quiet("Sparse CSR tensor support"):
             self.S = M.to_sparse_csr()
             self.St = M.T.contiguous().to_sparse_csr()
         self.n_dom, self.n_rng = n_dom, n_rng

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..._warnings import quiet
 from ...errors import DicomError, InputError
 
 log = logging.getLogger("medvol.io.dicom")
@@ -55,8 +55,7 @@ def _decode_pixels(path: str | os.PathLike) -> np.ndarray:
 
     p = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             ds = V.dcmread(p, force=not _has_preamble(p))
     except Exception as e:
         raise DicomError(f"{p}: cannot read the file ({type(e).__name__}: {e}) — it is "
@@ -90,8 +89,7 @@ def _decode_pixels(path: str | os.PathLike) -> np.ndarray:
             raise DicomError(f"{p}: pixel data use transfer syntax {ts} ({name}) which medvol "
                              f"cannot decode — {_ts_hint(name)}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             arr = ds.pixel_array
     except Exception as e:
         if ts.is_compressed:

@@ -5,12 +5,12 @@ import contextlib
 import hashlib
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+from ..._warnings import quiet
 from ...errors import DicomError, InputError
 from .meta import uid_hash
 
@@ -112,8 +112,7 @@ def _read_header(path: Path):
 
     from .values import dcmread
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             return dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
