@@ -63,7 +63,8 @@ def evaluate_dice(net, pairs, grid: Sequence[int] = GRID) -> np.ndarray:
 def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
                  features=(16, 16, 32, 64, 128, 16), steps: int = 150, batch: int = 2,
                  lr: float = 1e-3, seed: int = 0, run_dir=None, progress=False,
-                 freeze_encoder_steps: int = 0, augment: bool = False) -> dict:
+                 freeze_encoder_steps: int = 0, augment: bool = False,
+                 encoder_lr_scale: float = 1.0) -> dict:
     """Fine-tune from ``encoder`` (MONAI-named tensors, e.g.
     :func:`medvol.pretrain.voco.encoder_state_dict`; ``None`` = random init) and score.
 
@@ -72,6 +73,10 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
     2022), which keeps a pre-trained encoder from being overwritten by the gradients of a random
     decoder. Encoder = BasicUNet's ``conv_0`` and ``down_1`` … ``down_4`` (what the pre-trained
     files hold), for any init.
+
+    ``encoder_lr_scale``: the encoder trains at ``lr * encoder_lr_scale`` (after any frozen
+    steps), the decoder at ``lr`` — a discriminative learning rate (Howard & Ruder, ULMFiT 2018;
+    layer-wise decay in BEiT/MAE fine-tuning), the mild form of freezing.
 
     ``augment``: each training sample is mirrored left–right (the last axis, x of the RAS
     crops) with p 0.5 — label maps with it — and its intensity scaled by 1 ± 10 % and shifted by
@@ -100,6 +105,8 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
             raise ValueError(f"encoder tensors not in BasicUNet: {unexpected[:3]}")
     if not 0 <= int(freeze_encoder_steps) <= int(steps):
         raise ValueError(f"freeze_encoder_steps must be in [0, steps], got {freeze_encoder_steps}")
+    if not 0.0 <= float(encoder_lr_scale) <= 1.0:
+        raise ValueError(f"encoder_lr_scale must be in [0, 1], got {encoder_lr_scale}")
     x, y = prepare(train_pairs)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     is_enc = [n.split(".")[0] in CNN_ENCODER_KEYS for n, _ in net.named_parameters()]
@@ -111,7 +118,8 @@ def finetune_seg(train_pairs, test_pairs, *, encoder: dict | None = None,
     aug = _augmenter(seed) if augment else None
 
     def step_fn(step, rng):
-        opt.param_groups[0]["lr"] = 0.0 if step < int(freeze_encoder_steps) else lr
+        opt.param_groups[0]["lr"] = (0.0 if step < int(freeze_encoder_steps)
+                                     else lr * float(encoder_lr_scale))
         idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
         xb, yb = x[idx], y[idx]
         if aug is not None:

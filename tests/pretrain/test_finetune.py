@@ -64,6 +64,28 @@ def test_without_freezing_the_encoder_moves_and_bad_values_refused():
         finetune_seg(tr, te, encoder=enc, features=FEAT, steps=2, freeze_encoder_steps=3)
 
 
+def test_encoder_lr_scale_scales_the_first_adamw_step_of_the_encoder_only():
+    """AdamW's first step is lr * (g / (|g| + eps) + wd * p): linear in lr for a given gradient.
+    Same seed, same batch, so the encoder's first-step change at scale 0.1 is 0.1 x that at 1;
+    the decoder's is the same."""
+    tr, te = _pairs(3, 0), _pairs(1, 1)
+    enc = _encoder_state()
+    moved = {}
+    for s in (1.0, 0.1):
+        sd = finetune_seg(tr, te, encoder=enc, features=FEAT, steps=1, seed=0,
+                          encoder_lr_scale=s)["model"].state_dict()
+        moved[s] = {k: sd[k] - v for k, v in enc.items() if "weight" in k}
+        moved[s]["dec"] = sd["final_conv.weight"]
+    for k in moved[1.0]:
+        if k == "dec":
+            assert torch.equal(moved[1.0][k], moved[0.1][k])
+        else:
+            assert moved[1.0][k].abs().max() > 1e-4, k
+            torch.testing.assert_close(moved[0.1][k], 0.1 * moved[1.0][k], rtol=1e-3, atol=1e-7)
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        finetune_seg(tr, te, encoder=enc, features=FEAT, steps=1, encoder_lr_scale=1.5)
+
+
 def test_augmenter_flips_image_and_labels_together_left_right_only():
     from medvol.pretrain.finetune import _augmenter
 
