@@ -255,6 +255,9 @@ def _ms(a) -> str:
 def _report(args) -> str:
     from scipy.stats import wilcoxon
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from registration import paired_bootstrap_ci     # the registration tables' bootstrap
+
     from medvol.learned import read_weights_info
 
     rd = Path(args.run_dir)
@@ -281,7 +284,8 @@ def _report(args) -> str:
     lines += [f"### (b) Fine-tuning: hippocampus Dice (mean of labels 1, 2) on the 50-subject "
               f"test set ({rec}; the same for every init), seeds 0–{args.seeds - 1}", "",
               "| labelled subjects | init | Dice mean ± std over seeds | paired Δ vs random, per "
-              "seed | per-subject Δ vs random (mean, wins/50, Wilcoxon p) | Δ vs MVR per seed |",
+              "seed | per-subject Δ vs random (mean [95 % subject-bootstrap CI], wins/50, "
+              "Wilcoxon p) | Δ vs MVR per seed |",
               "|---|---|---|---|---|---|"]
     for n in LABELS:
         for m in ("random", "mvr", "voco"):
@@ -297,8 +301,9 @@ def _report(args) -> str:
                 d_seed = [res[(m, n, s)].mean() - res[("random", n, s)].mean() for s in pair]
                 d_subj = np.mean([res[(m, n, s)] - res[("random", n, s)] for s in pair], 0)
                 p = wilcoxon(d_subj).pvalue if len(d_subj) and np.any(d_subj) else float("nan")
-                row += (f" {_ms(d_seed)} | {d_subj.mean():+.3f}, {(d_subj > 0).sum()}/"
-                        f"{len(d_subj)}, p = {p:.1e} |")
+                _, lo, hi = paired_bootstrap_ci(d_subj, np.zeros_like(d_subj))
+                row += (f" {_ms(d_seed)} | {d_subj.mean():+.4f} [{lo:+.4f}, {hi:+.4f}], "
+                        f"{(d_subj > 0).sum()}/{len(d_subj)}, p = {p:.1e} |")
                 if m == "voco":
                     pm = [s for s in seeds if ("mvr", n, s) in res]
                     row += f" {_ms([res[('voco', n, s)].mean() - res[('mvr', n, s)].mean() for s in pm])} |"
