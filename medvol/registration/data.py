@@ -116,14 +116,16 @@ def resample_to(vol: Volume, grid: Volume, *, interp: str = "linear", default: f
 
 def normalize_intensity(a: np.ndarray, mask: np.ndarray | None = None,
                         q=(0.01, 99.99)) -> np.ndarray:
-    """Clip at the ``q`` percentiles (of the voxels in ``mask``, default > 0) and scale to [0, 1]."""
+    """Scale the ``q`` percentiles (of the voxels in ``mask``, default > 0) to 0 and 1 and clip to
+    [0, 1]. (Scaling before clipping: the same numbers as clipping first whenever hi − lo ≥ 1e-6;
+    below that, voxels above ``hi`` still map to 1.)"""
     a = np.asarray(a, dtype=np.float32)
     sel = a[mask > 0] if mask is not None else a[a > 0]
     if sel.size == 0:
         sel = a.ravel()
     lo, hi = np.percentile(sel, q)
     lo = min(lo, 0.0) if mask is None else lo
-    out = (np.clip(a, lo, hi) - lo) / max(hi - lo, 1e-6)
+    out = np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
     if mask is not None:
         out = out * (mask > 0)
     return out.astype(np.float32)
