@@ -15,7 +15,7 @@ stroke MRI and the two TotalSegmentator CTs — the shipped file's 158-volume po
 uses the fixed pools of 5 and 20 labelled subjects; the test set is never used for
 pre-training, fine-tuning or any selection (fixed step budgets, no early stopping, no
 hyper-parameter search on it). The fine-tuning recipe (steps, lr, encoder freezing,
-augmentation) is chosen by ``--stage validate`` on 20 *validation* subjects — labelled subjects
+augmentation, encoder lr scale) is chosen by ``--stage validate`` on 20 *validation* subjects — labelled subjects
 of the pre-training pool outside the test set and the fine-tuning pools — as the best mean
 validation Dice over random init and VoCo (seeds 0–1), per label count, then used
 for every init (equal fine-tuning steps). Without ``RUN/recipes.json`` the fine-tuning stage
