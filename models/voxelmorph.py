@@ -10,20 +10,12 @@ Backbone: MONAI's ``VoxelMorphUNet`` (the paper's channels (16, 32, 32, 32, 32, 
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 
 __all__ = ["VoxelMorphConfig", "VoxelMorphNet"]
-
-# MONAI's Warp warns at construction that it uses torch's native grid_sample (intended here).
-# A narrow process-wide filter rather than warnings.catch_warnings() around the constructor:
-# catch_warnings swaps the global filter list and is not thread-safe (models built in a
-# thread-pool flow could leave a blanket "ignore" behind or drop another thread's filters).
-warnings.filterwarnings("ignore", message="monai.networks.blocks.Warp: Using PyTorch native",
-                        category=UserWarning)
 
 
 @dataclass
@@ -66,14 +58,20 @@ class VoxelMorphNet(nn.Module):
         super().__init__()
         from monai.networks.nets import VoxelMorph, VoxelMorphUNet
 
+        from medvol._warnings import quiet
+
         cfg = config or VoxelMorphConfig()
         self.config = cfg
         backbone = VoxelMorphUNet(spatial_dims=3, in_channels=2,
                                   unet_out_channels=cfg.unet_out_channels,
                                   channels=tuple(cfg.channels),
                                   final_conv_channels=tuple(cfg.final_conv_channels))
-        self.net = VoxelMorph(backbone=backbone, integration_steps=cfg.int_steps,
-                              half_res=False)
+        # MONAI's Warp warns at construction that it uses torch's native grid_sample (intended
+        # here; forward does not call those layers): medvol's thread-safe quiet(), scoped to
+        # this constructor, not a process-wide filter
+        with quiet("monai.networks.blocks.Warp: Using PyTorch native"):
+            self.net = VoxelMorph(backbone=backbone, integration_steps=cfg.int_steps,
+                                  half_res=False)
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> dict:
         """MONAI ``VoxelMorph.forward(moving, fixed)`` (``half_res=False``) with its two stateful
